@@ -1,0 +1,3 @@
+"""Investo: a real-time stock exchange you can run."""
+
+__version__ = "0.1.0"

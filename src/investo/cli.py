@@ -1,0 +1,24 @@
+"""The `investo` command line."""
+
+from __future__ import annotations
+
+import typer
+
+import investo
+
+app = typer.Typer(help="Investo: a real-time stock exchange you can run.", no_args_is_help=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Investo: a real-time stock exchange you can run."""
+
+
+@app.command()
+def version() -> None:
+    """Print Investo's version."""
+    typer.echo(investo.__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,451 @@
+"""The matching engine of one market: a pure, deterministic state machine.
+
+Input records: ``OrderAccepted`` (funds already reserved), ``CancelOrder``,
+``CancelAll``. Output: the list of events each record causes, numbered by
+``seq`` (per market, +1 per event, never reused).
+
+Ordering invariant
+------------------
+* Price-time priority: a taker meets the best price first and, within a price,
+  the oldest order first. Every fill is at the maker's price.
+* The book is never crossed between records: the best bid is below the best ask.
+* Only GTC limit and LIMIT_MAKER orders rest. What an IOC, FOK or market order
+  cannot fill at once expires; a FOK either fills completely or not at all.
+* A LIMIT_MAKER order that would take is rejected (``WOULD_TAKE``).
+* A ``(user, client_order_id)`` names at most one open order; a second
+  ``OrderAccepted`` with the same pair is rejected, never executed.
+* Only the owner cancels; cancelling an order that is not open is rejected.
+* Self-trade prevention follows the taker's mode (Binance's EXPIRE_TAKER,
+  EXPIRE_MAKER, EXPIRE_BOTH, NONE).
+
+Events per record
+-----------------
+Each trade emits ``TradeExecuted`` followed by the maker's and then the taker's
+``OrderPartiallyFilled`` or ``OrderFilled``. After matching, an order that
+still has lots emits exactly one of ``OrderRested``, ``OrderExpired``. A record
+that changes nothing emits one ``OrderRejected`` or ``CancelRejected``.
+
+Complexity
+----------
+* place: O(log n) per price level touched, plus O(1) per fill
+* cancel one: O(1) (lazy; see :mod:`investo.core.book`)
+* cancel all of a user's orders: O(open orders in the market)
+* FOK pre-check: O(levels crossed), or O(orders crossed) when the taker has
+  orders of its own on the book and self-trade prevention is on
+* snapshot / state hash: O(n log n)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from investo.core.book import BookSide
+from investo.core.markets import Market, affordable_qty
+from investo.core.messages import (
+    CancelAll,
+    CancelOrder,
+    CancelReason,
+    CancelRejected,
+    ExpireReason,
+    MatchingEvent,
+    MatchingRecord,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderRested,
+    OrderType,
+    RejectCode,
+    Side,
+    StpMode,
+    TimeInForce,
+    TradeExecuted,
+)
+
+# Enum members bound to module names: the hot path compares against these.
+BUY = Side.BUY
+SELL = Side.SELL
+MARKET = OrderType.MARKET
+LIMIT_MAKER = OrderType.LIMIT_MAKER
+GTC = TimeInForce.GTC
+FOK = TimeInForce.FOK
+EXPIRE_TAKER = StpMode.EXPIRE_TAKER
+EXPIRE_BOTH = StpMode.EXPIRE_BOTH
+UNBOUNDED = 1 << 62  # a limit key that every level crosses; lots "as many as affordable"
+
+# (user, side, price, client_order_id): the fixed fields of an open order.
+OrderInfo = tuple[int, Side, int, str]
+
+
+class OpenOrder(msgspec.Struct, frozen=True):
+    """A read-only view of an open order, for queries (not used while matching)."""
+
+    order_id: int
+    user: int
+    side: Side
+    price: int
+    qty: int
+    client_order_id: str
+
+
+class MatchingEngine:
+    """Order book and matching rules of one market. See the module docstring."""
+
+    def __init__(self, market: Market) -> None:
+        self.market = market
+        self._symbol = market.symbol
+        self.seq = 0
+        self.last_trade_id = 0
+        self._sides = (BookSide(-1), BookSide(1))  # indexed by Side: bids, asks
+        self._qty: dict[int, int] = {}  # open order id -> lots left
+        self._info: dict[int, OrderInfo] = {}  # open order id -> fixed fields
+        self._by_client: dict[str, int] = {}  # "user:client_order_id" -> open order id
+        self._dead = 0  # lazily cancelled ids still sitting in queues (an estimate)
+
+    # ------------------------------------------------------------------ records
+
+    def apply(self, record: MatchingRecord) -> list[MatchingEvent]:
+        """Apply one record; return the events it caused, in order."""
+        if type(record) is OrderAccepted:
+            return self._place(record)
+        if type(record) is CancelOrder:
+            return self._cancel(record)
+        if type(record) is CancelAll:
+            return self._cancel_all(record)
+        raise TypeError(f"not a matching record: {type(record).__name__}")
+
+    def _place(self, rec: OrderAccepted) -> list[MatchingEvent]:
+        events: list[MatchingEvent] = []
+        client_key = f"{rec.user}:{rec.client_order_id}" if rec.client_order_id else ""
+        if rec.market != self._symbol:
+            return self._reject(rec, RejectCode.UNKNOWN_MARKET, events)
+        if client_key and client_key in self._by_client:
+            return self._reject(rec, RejectCode.DUPLICATE_CLIENT_ORDER_ID, events)
+        if rec.order_id in self._qty:
+            return self._reject(rec, RejectCode.INVALID_ORDER, events)
+        side = rec.side
+        is_market = rec.type == MARKET
+        if is_market:
+            limit_key = UNBOUNDED
+        else:
+            limit_key = rec.price if side == BUY else -rec.price
+        qty = rec.qty if rec.qty else UNBOUNDED
+        opposite = self._sides[1 - side].heap  # its top is the best key
+        if opposite and opposite[0] <= limit_key:  # the order would take
+            if rec.type == LIMIT_MAKER:
+                return self._reject(rec, RejectCode.WOULD_TAKE, events)
+            if rec.tif == FOK and not is_market and not self._fok_fillable(rec, limit_key, qty):
+                return self._expire_taker(rec, qty, ExpireReason.FOK_UNFILLABLE, events)
+            budget = rec.quote_limit if is_market and side == BUY else 0
+            qty, stopped = self._take(rec, limit_key, qty, budget, events)
+            if qty == 0:
+                return events
+            if stopped is not None:
+                return self._expire_taker(rec, qty, stopped, events)
+        if is_market:
+            return self._expire_taker(rec, qty, ExpireReason.NO_LIQUIDITY, events)
+        if rec.tif != GTC:
+            reason = ExpireReason.FOK_UNFILLABLE if rec.tif == FOK else ExpireReason.IOC_REMAINDER
+            return self._expire_taker(rec, qty, reason, events)
+        # Rest what is left at the back of its level.
+        order_id = rec.order_id
+        self._sides[side].add(-limit_key, order_id, qty)  # own side keys mirror the limit
+        self._qty[order_id] = qty
+        self._info[order_id] = (rec.user, side, rec.price, rec.client_order_id)
+        if client_key:
+            self._by_client[client_key] = order_id
+        self.seq += 1
+        events.append(OrderRested(self.seq, rec.ts, self._symbol, order_id, rec.user, side, rec.price, qty))
+        return events
+
+    def _take(
+        self, rec: OrderAccepted, limit_key: int, qty: int, budget: int, events: list[MatchingEvent]
+    ) -> tuple[int, ExpireReason | None]:
+        """Match ``qty`` lots against the opposite side up to ``limit_key``.
+
+        ``budget`` > 0 caps the quote a market buy spends, fees included; with
+        ``rec.qty == 0`` (buy by quote amount) it is the only cap.
+        Returns the lots left and, if matching had to stop early, why.
+        """
+        side = self._sides[1 - rec.side]
+        depth = side.depth
+        queues = side.queues
+        qty_of = self._qty
+        info = self._info
+        market = self.market
+        unit = market.notional_unit
+        maker_bps = market.maker_fee_bps
+        taker_bps = market.taker_fee_bps
+        taker, user, ts, symbol = rec.order_id, rec.user, rec.ts, market.symbol
+        stp = rec.stp
+        by_quote = rec.qty == 0
+        sign = 1 if rec.side == BUY else -1
+        stopped: ExpireReason | None = None
+        heap = side.heap
+        while qty and stopped is None:
+            if not heap or heap[0] > limit_key:
+                break
+            key = heap[0]
+            price = sign * key
+            queue = queues[key]
+            level_qty = depth[key]
+            while qty:
+                maker = queue[0]
+                maker_qty = qty_of.get(maker)
+                if maker_qty is None:  # lazily cancelled
+                    queue.popleft()
+                    continue
+                maker_user = info[maker][0]
+                if maker_user == user and stp:
+                    if stp == EXPIRE_TAKER:
+                        stopped = ExpireReason.SELF_TRADE
+                        break
+                    queue.popleft()
+                    self._expire_resting(maker, maker_qty, ts, events)
+                    level_qty -= maker_qty
+                    if stp == EXPIRE_BOTH:
+                        stopped = ExpireReason.SELF_TRADE
+                        break
+                    if level_qty == 0:
+                        break
+                    continue
+                fill = qty if qty < maker_qty else maker_qty
+                if budget:
+                    affordable = affordable_qty(market, price, budget, taker_bps)
+                    if affordable < fill:
+                        fill = affordable
+                        if fill == 0:
+                            stopped = ExpireReason.BUDGET_EXHAUSTED
+                            break
+                notional = price * fill * unit
+                taker_fee = notional * taker_bps // 10_000
+                self.last_trade_id += 1
+                seq = self.seq
+                events.append(
+                    TradeExecuted(
+                        seq + 1, ts, symbol, self.last_trade_id, price, fill, rec.side,
+                        maker, maker_user, taker, user, notional * maker_bps // 10_000, taker_fee,
+                    )
+                )  # fmt: skip
+                if fill == maker_qty:
+                    queue.popleft()
+                    del qty_of[maker]
+                    self._forget(maker)
+                    events.append(OrderFilled(seq + 2, ts, symbol, maker, maker_user))
+                else:
+                    qty_of[maker] = maker_qty - fill
+                    events.append(
+                        OrderPartiallyFilled(seq + 2, ts, symbol, maker, maker_user, maker_qty - fill)
+                    )
+                if budget:
+                    budget -= notional + taker_fee
+                    if by_quote:  # lots left = what the rest of the budget buys here
+                        qty = affordable_qty(market, price, budget, taker_bps) + fill
+                qty -= fill
+                if qty:
+                    events.append(OrderPartiallyFilled(seq + 3, ts, symbol, taker, user, qty))
+                else:
+                    events.append(OrderFilled(seq + 3, ts, symbol, taker, user))
+                self.seq = seq + 3
+                level_qty -= fill
+                if level_qty == 0:
+                    break
+            if level_qty:
+                depth[key] = level_qty
+            else:
+                side.drop_level(key)
+        return qty, stopped
+
+    def _expire_resting(self, order_id: int, qty: int, ts: int, events: list[MatchingEvent]) -> None:
+        """Expire a resting order by self-trade prevention (its level is the caller's)."""
+        user, side, price, _ = self._info[order_id]
+        del self._qty[order_id]
+        self._forget(order_id)
+        self.seq += 1
+        events.append(
+            OrderExpired(
+                self.seq, ts, self.market.symbol, order_id, user, side, price, qty,
+                ExpireReason.SELF_TRADE, True,
+            )
+        )  # fmt: skip
+
+    def _forget(self, order_id: int) -> None:
+        """Drop a finished order's fixed fields and its client order id."""
+        user, _, _, client_order_id = self._info.pop(order_id)
+        if client_order_id:
+            del self._by_client[f"{user}:{client_order_id}"]
+
+    # ------------------------------------------------------------------ checks
+
+    def _would_take(self, side: Side, limit_key: int) -> bool:
+        best = self._sides[1 - side].best_key()
+        return best is not None and best <= limit_key
+
+    def _fok_fillable(self, rec: OrderAccepted, limit_key: int, qty: int) -> bool:
+        """Whether a limit order's ``qty`` lots would all fill at once in ``_take``."""
+        side = self._sides[1 - rec.side]
+        for key in side.keys_best_first():
+            if key > limit_key:
+                break
+            if rec.stp == StpMode.NONE:
+                lots = side.depth[key]
+            else:
+                fillable = self._fillable_at(rec, side, key)
+                if fillable is None:
+                    return False  # matching would stop at the taker's own order
+                lots = fillable
+            qty -= lots
+            if qty <= 0:
+                return True
+        return False
+
+    # ------------------------------------------------------------------ cancels
+
+    def _cancel(self, rec: CancelOrder) -> list[MatchingEvent]:
+        order_id = rec.order_id
+        if not order_id and rec.client_order_id:
+            order_id = self._by_client.get(f"{rec.user}:{rec.client_order_id}", 0)
+        info = self._info.get(order_id)
+        if info is None:
+            return self._reject_cancel(rec, RejectCode.UNKNOWN_ORDER)
+        if info[0] != rec.user:
+            return self._reject_cancel(rec, RejectCode.NOT_OWNER)
+        events: list[MatchingEvent] = []
+        self._remove_resting(order_id, rec.ts, CancelReason.USER, events)
+        return events
+
+    def _cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
+        events: list[MatchingEvent] = []
+        mine = [oid for oid, info in self._info.items() if info[0] == rec.user]
+        for order_id in sorted(mine):
+            self._remove_resting(order_id, rec.ts, CancelReason.CANCEL_ALL, events)
+        return events
+
+    def _remove_resting(
+        self, order_id: int, ts: int, reason: CancelReason, events: list[MatchingEvent]
+    ) -> None:
+        user, side, price, _ = self._info[order_id]
+        qty = self._qty.pop(order_id)
+        self._forget(order_id)
+        self._sides[side].reduce(-price if side == BUY else price, qty)
+        self._dead += 1
+        if self._dead > 1024 + 2 * len(self._qty):
+            self._compact()
+        self.seq += 1
+        events.append(
+            OrderCanceled(self.seq, ts, self.market.symbol, order_id, user, side, price, qty, reason)
+        )
+
+    def _compact(self) -> None:
+        for side in self._sides:
+            side.compact(self._qty)
+        self._dead = 0
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _reject(self, rec: OrderAccepted, code: RejectCode, events: list[MatchingEvent]) -> list[MatchingEvent]:
+        self.seq += 1
+        events.append(
+            OrderRejected(self.seq, rec.ts, rec.market, rec.order_id, rec.user, rec.client_order_id, code)
+        )
+        return events
+
+    def _reject_cancel(self, rec: CancelOrder, code: RejectCode) -> list[MatchingEvent]:
+        self.seq += 1
+        return [
+            CancelRejected(
+                self.seq, rec.ts, rec.market, rec.user, rec.order_id, rec.client_order_id, code
+            )
+        ]
+
+    def _expire_taker(
+        self, rec: OrderAccepted, qty: int, reason: ExpireReason, events: list[MatchingEvent]
+    ) -> list[MatchingEvent]:
+        if qty == UNBOUNDED:
+            qty = 0  # a market buy by quote amount has no lot count of its own
+        self.seq += 1
+        events.append(
+            OrderExpired(
+                self.seq, rec.ts, rec.market, rec.order_id, rec.user, rec.side, rec.price, qty,
+                reason, False,
+            )
+        )  # fmt: skip
+        return events
+
+    # ------------------------------------------------------------------ queries
+
+    def best_bid(self) -> int | None:
+        key = self._sides[BUY].best_key()
+        return None if key is None else -key
+
+    def best_ask(self) -> int | None:
+        return self._sides[SELL].best_key()
+
+    def depth(self, levels: int | None = None) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Aggregated (price, lots) levels, best first: (bids, asks)."""
+        out: list[list[tuple[int, int]]] = []
+        for side in self._sides:
+            keys = side.keys_best_first()[:levels]
+            out.append([(side.price(k), side.depth[k]) for k in keys])
+        return out[0], out[1]
+
+    def open_order(self, order_id: int) -> OpenOrder | None:
+        info = self._info.get(order_id)
+        if info is None:
+            return None
+        user, side, price, client_order_id = info
+        return OpenOrder(order_id, user, side, price, self._qty[order_id], client_order_id)
+
+    def open_orders(self) -> list[OpenOrder]:
+        """Every open order, in book order: bids best first, then asks."""
+        out = []
+        for side in self._sides:
+            for key in side.keys_best_first():
+                for order_id in side.orders_at(key, self._qty):
+                    view = self.open_order(order_id)
+                    assert view is not None
+                    out.append(view)
+        return out
+
+    def order_id_for(self, user: int, client_order_id: str) -> int | None:
+        return self._by_client.get(f"{user}:{client_order_id}")
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The whole state as canonical bytes: the same state gives the same bytes."""
+        orders = [
+            (o.order_id, o.user, int(o.side), o.price, o.qty, o.client_order_id) for o in self.open_orders()
+        ]
+        state: dict[str, Any] = {
+            "market": self.market.symbol,
+            "seq": self.seq,
+            "last_trade_id": self.last_trade_id,
+            "orders": orders,
+        }
+        return msgspec.msgpack.encode(state)
+
+    @classmethod
+    def restore(cls, market: Market, data: bytes) -> MatchingEngine:
+        state = msgspec.msgpack.decode(data)
+        if state["market"] != market.symbol:
+            raise ValueError(f"snapshot of {state['market']} cannot restore {market.symbol}")
+        engine = cls(market)
+        engine.seq = state["seq"]
+        engine.last_trade_id = state["last_trade_id"]
+        for order_id, user, side, price, qty, client_order_id in state["orders"]:
+            side = Side(side)
+            engine._sides[side].add(-price if side == BUY else price, order_id, qty)
+            engine._qty[order_id] = qty
+            engine._info[order_id] = (user, side, price, client_order_id)
+            if client_order_id:
+                engine._by_client[f"{user}:{client_order_id}"] = order_id
+        return engine
+
+    def state_hash(self) -> str:
+        return hashlib.sha256(self.snapshot()).hexdigest()
