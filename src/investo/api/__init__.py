@@ -1,0 +1,1 @@
+"""The Binance-dialect REST API and its conversions at the edge."""

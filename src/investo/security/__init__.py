@@ -1,0 +1,1 @@
+"""Security at the edges: request signatures, tokens and the audit chain."""
