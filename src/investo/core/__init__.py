@@ -7,7 +7,9 @@ with ``apply(record) -> list[event]``, ``state_hash()``, ``snapshot()`` and
 ``restore()``.
 """
 
+from investo.core.accounts import AccountsEngine
+from investo.core.exchange import Exchange
 from investo.core.markets import Market
 from investo.core.matching import MatchingEngine
 
-__all__ = ["Market", "MatchingEngine"]
+__all__ = ["AccountsEngine", "Exchange", "Market", "MatchingEngine"]

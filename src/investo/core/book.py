@@ -58,14 +58,18 @@ class BookSide:
         """Append an order at the back of its level, opening the level if needed."""
         queue = self.queues.get(key)
         if queue is None:
-            self.queues[key] = deque((order_id,))
-            self.depth[key] = qty
-            if key not in self.in_heap:
-                self.in_heap.add(key)
-                heappush(self.heap, key)
+            self.open_level(key, order_id, qty)
         else:
             queue.append(order_id)
             self.depth[key] += qty
+
+    def open_level(self, key: int, order_id: int, qty: int) -> None:
+        """Open a new level holding one order."""
+        self.queues[key] = deque((order_id,))
+        self.depth[key] = qty
+        if key not in self.in_heap:
+            self.in_heap.add(key)
+            heappush(self.heap, key)
 
     def reduce(self, key: int, qty: int) -> None:
         """Take ``qty`` lots off a level's depth; delete the level at zero."""

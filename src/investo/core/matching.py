@@ -76,10 +76,14 @@ GTC = TimeInForce.GTC
 FOK = TimeInForce.FOK
 EXPIRE_TAKER = StpMode.EXPIRE_TAKER
 EXPIRE_BOTH = StpMode.EXPIRE_BOTH
+UNKNOWN_ORDER = RejectCode.UNKNOWN_ORDER
+BY_USER = CancelReason.USER
+COMPACT_SLACK = 1024  # dead queued ids tolerated beyond twice the open orders
 UNBOUNDED = 1 << 62  # a limit key that every level crosses; lots "as many as affordable"
 
-# (user, side, price, client_order_id): the fixed fields of an open order.
-OrderInfo = tuple[int, Side, int, str]
+# An open order: (lots left, user, side, price, client_order_id). A tuple of
+# atomic values, so the garbage collector stops tracking it after its first pass.
+Entry = tuple[int, int, Side, int, str]
 
 
 class OpenOrder(msgspec.Struct, frozen=True):
@@ -102,10 +106,10 @@ class MatchingEngine:
         self.seq = 0
         self.last_trade_id = 0
         self._sides = (BookSide(-1), BookSide(1))  # indexed by Side: bids, asks
-        self._qty: dict[int, int] = {}  # open order id -> lots left
-        self._info: dict[int, OrderInfo] = {}  # open order id -> fixed fields
+        self._orders: dict[int, Entry] = {}  # open order id -> its entry
         self._by_client: dict[str, int] = {}  # "user:client_order_id" -> open order id
-        self._dead = 0  # lazily cancelled ids still sitting in queues (an estimate)
+        self._dead = 0  # lazily cancelled ids still sitting in queues (an upper bound)
+        self._compact_at = COMPACT_SLACK  # compact the queues when _dead exceeds this
 
     # ------------------------------------------------------------------ records
 
@@ -126,7 +130,7 @@ class MatchingEngine:
             return self._reject(rec, RejectCode.UNKNOWN_MARKET, events)
         if client_key and client_key in self._by_client:
             return self._reject(rec, RejectCode.DUPLICATE_CLIENT_ORDER_ID, events)
-        if rec.order_id in self._qty:
+        if rec.order_id in self._orders:
             return self._reject(rec, RejectCode.INVALID_ORDER, events)
         side = rec.side
         is_market = rec.type == MARKET
@@ -152,11 +156,16 @@ class MatchingEngine:
         if rec.tif != GTC:
             reason = ExpireReason.FOK_UNFILLABLE if rec.tif == FOK else ExpireReason.IOC_REMAINDER
             return self._expire_taker(rec, qty, reason, events)
-        # Rest what is left at the back of its level.
+        # Rest what is left at the back of its level (own-side keys mirror the limit).
         order_id = rec.order_id
-        self._sides[side].add(-limit_key, order_id, qty)  # own side keys mirror the limit
-        self._qty[order_id] = qty
-        self._info[order_id] = (rec.user, side, rec.price, rec.client_order_id)
+        book_side = self._sides[side]
+        queue = book_side.queues.get(-limit_key)
+        if queue is None:
+            book_side.open_level(-limit_key, order_id, qty)
+        else:
+            queue.append(order_id)
+            book_side.depth[-limit_key] += qty
+        self._orders[order_id] = (qty, rec.user, side, rec.price, rec.client_order_id)
         if client_key:
             self._by_client[client_key] = order_id
         self.seq += 1
@@ -175,8 +184,7 @@ class MatchingEngine:
         side = self._sides[1 - rec.side]
         depth = side.depth
         queues = side.queues
-        qty_of = self._qty
-        info = self._info
+        orders = self._orders
         market = self.market
         unit = market.notional_unit
         maker_bps = market.maker_fee_bps
@@ -184,9 +192,12 @@ class MatchingEngine:
         taker, user, ts, symbol = rec.order_id, rec.user, rec.ts, market.symbol
         stp = rec.stp
         by_quote = rec.qty == 0
+        taker_side = rec.side
         sign = 1 if rec.side == BUY else -1
         stopped: ExpireReason | None = None
         heap = side.heap
+        seq = self.seq  # kept in locals while matching, written back below
+        trade_id = self.last_trade_id
         while qty and stopped is None:
             if not heap or heap[0] > limit_key:
                 break
@@ -196,17 +207,19 @@ class MatchingEngine:
             level_qty = depth[key]
             while qty:
                 maker = queue[0]
-                maker_qty = qty_of.get(maker)
-                if maker_qty is None:  # lazily cancelled
+                entry = orders.get(maker)
+                if entry is None:  # lazily cancelled
                     queue.popleft()
                     continue
-                maker_user = info[maker][0]
+                maker_qty, maker_user, maker_side, _, maker_client_id = entry
                 if maker_user == user and stp:
                     if stp == EXPIRE_TAKER:
                         stopped = ExpireReason.SELF_TRADE
                         break
                     queue.popleft()
-                    self._expire_resting(maker, maker_qty, ts, events)
+                    self.seq = seq
+                    self._expire_resting(maker, entry, ts, events)
+                    seq = self.seq
                     level_qty -= maker_qty
                     if stp == EXPIRE_BOTH:
                         stopped = ExpireReason.SELF_TRADE
@@ -224,21 +237,21 @@ class MatchingEngine:
                             break
                 notional = price * fill * unit
                 taker_fee = notional * taker_bps // 10_000
-                self.last_trade_id += 1
-                seq = self.seq
+                trade_id += 1
                 events.append(
                     TradeExecuted(
-                        seq + 1, ts, symbol, self.last_trade_id, price, fill, rec.side,
+                        seq + 1, ts, symbol, trade_id, price, fill, taker_side,
                         maker, maker_user, taker, user, notional * maker_bps // 10_000, taker_fee,
                     )
                 )  # fmt: skip
                 if fill == maker_qty:
                     queue.popleft()
-                    del qty_of[maker]
-                    self._forget(maker)
+                    del orders[maker]
+                    if maker_client_id:
+                        del self._by_client[f"{maker_user}:{maker_client_id}"]
                     events.append(OrderFilled(seq + 2, ts, symbol, maker, maker_user))
                 else:
-                    qty_of[maker] = maker_qty - fill
+                    orders[maker] = (maker_qty - fill, maker_user, maker_side, price, maker_client_id)
                     events.append(
                         OrderPartiallyFilled(seq + 2, ts, symbol, maker, maker_user, maker_qty - fill)
                     )
@@ -251,7 +264,7 @@ class MatchingEngine:
                     events.append(OrderPartiallyFilled(seq + 3, ts, symbol, taker, user, qty))
                 else:
                     events.append(OrderFilled(seq + 3, ts, symbol, taker, user))
-                self.seq = seq + 3
+                seq += 3
                 level_qty -= fill
                 if level_qty == 0:
                     break
@@ -259,26 +272,23 @@ class MatchingEngine:
                 depth[key] = level_qty
             else:
                 side.drop_level(key)
+        self.seq = seq
+        self.last_trade_id = trade_id
         return qty, stopped
 
-    def _expire_resting(self, order_id: int, qty: int, ts: int, events: list[MatchingEvent]) -> None:
+    def _expire_resting(self, order_id: int, entry: Entry, ts: int, events: list[MatchingEvent]) -> None:
         """Expire a resting order by self-trade prevention (its level is the caller's)."""
-        user, side, price, _ = self._info[order_id]
-        del self._qty[order_id]
-        self._forget(order_id)
+        qty, user, side, price, client_order_id = entry
+        del self._orders[order_id]
+        if client_order_id:
+            del self._by_client[f"{user}:{client_order_id}"]
         self.seq += 1
         events.append(
             OrderExpired(
-                self.seq, ts, self.market.symbol, order_id, user, side, price, qty,
+                self.seq, ts, self._symbol, order_id, user, side, price, qty,
                 ExpireReason.SELF_TRADE, True,
             )
         )  # fmt: skip
-
-    def _forget(self, order_id: int) -> None:
-        """Drop a finished order's fixed fields and its client order id."""
-        user, _, _, client_order_id = self._info.pop(order_id)
-        if client_order_id:
-            del self._by_client[f"{user}:{client_order_id}"]
 
     # ------------------------------------------------------------------ checks
 
@@ -304,47 +314,58 @@ class MatchingEngine:
                 return True
         return False
 
+    def _fillable_at(self, rec: OrderAccepted, side: BookSide, key: int) -> int | None:
+        """Lots the taker can take at one level under STP; None if it would expire."""
+        lots = 0
+        for order_id in side.orders_at(key, self._orders):
+            qty, user, _, _, _ = self._orders[order_id]
+            if user != rec.user:
+                lots += qty
+            elif rec.stp != StpMode.EXPIRE_MAKER:
+                return None
+        return lots
+
     # ------------------------------------------------------------------ cancels
 
     def _cancel(self, rec: CancelOrder) -> list[MatchingEvent]:
         order_id = rec.order_id
         if not order_id and rec.client_order_id:
             order_id = self._by_client.get(f"{rec.user}:{rec.client_order_id}", 0)
-        info = self._info.get(order_id)
-        if info is None:
-            return self._reject_cancel(rec, RejectCode.UNKNOWN_ORDER)
-        if info[0] != rec.user:
+        entry = self._orders.get(order_id)
+        if entry is None:
+            self.seq += 1
+            return [CancelRejected(self.seq, rec.ts, rec.market, rec.user, order_id, rec.client_order_id, UNKNOWN_ORDER)]
+        if entry[1] != rec.user:
             return self._reject_cancel(rec, RejectCode.NOT_OWNER)
-        events: list[MatchingEvent] = []
-        self._remove_resting(order_id, rec.ts, CancelReason.USER, events)
-        return events
+        return [self._remove_resting(order_id, entry, rec.ts, BY_USER)]
 
     def _cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
-        events: list[MatchingEvent] = []
-        mine = [oid for oid, info in self._info.items() if info[0] == rec.user]
-        for order_id in sorted(mine):
-            self._remove_resting(order_id, rec.ts, CancelReason.CANCEL_ALL, events)
-        return events
+        mine = sorted(oid for oid, entry in self._orders.items() if entry[1] == rec.user)
+        return [
+            self._remove_resting(oid, self._orders[oid], rec.ts, CancelReason.CANCEL_ALL) for oid in mine
+        ]
 
-    def _remove_resting(
-        self, order_id: int, ts: int, reason: CancelReason, events: list[MatchingEvent]
-    ) -> None:
-        user, side, price, _ = self._info[order_id]
-        qty = self._qty.pop(order_id)
-        self._forget(order_id)
-        self._sides[side].reduce(-price if side == BUY else price, qty)
+    def _remove_resting(self, order_id: int, entry: Entry, ts: int, reason: CancelReason) -> OrderCanceled:
+        """Take an open order off the book (lazily: its id stays queued until skipped)."""
+        qty, user, side, price, client_order_id = entry
+        del self._orders[order_id]
+        if client_order_id:
+            del self._by_client[f"{user}:{client_order_id}"]
+        book_side = self._sides[side]
+        key = book_side.sign * price
+        left = book_side.depth[key] - qty
+        if left:
+            book_side.depth[key] = left
+        else:
+            book_side.drop_level(key)
         self._dead += 1
-        if self._dead > 1024 + 2 * len(self._qty):
-            self._compact()
+        if self._dead > self._compact_at:
+            for each_side in self._sides:
+                each_side.compact(self._orders)
+            self._dead = 0
+            self._compact_at = COMPACT_SLACK + 2 * len(self._orders)
         self.seq += 1
-        events.append(
-            OrderCanceled(self.seq, ts, self.market.symbol, order_id, user, side, price, qty, reason)
-        )
-
-    def _compact(self) -> None:
-        for side in self._sides:
-            side.compact(self._qty)
-        self._dead = 0
+        return OrderCanceled(self.seq, ts, self._symbol, order_id, user, side, price, qty, reason)
 
     # ------------------------------------------------------------------ outcomes
 
@@ -395,18 +416,18 @@ class MatchingEngine:
         return out[0], out[1]
 
     def open_order(self, order_id: int) -> OpenOrder | None:
-        info = self._info.get(order_id)
-        if info is None:
+        entry = self._orders.get(order_id)
+        if entry is None:
             return None
-        user, side, price, client_order_id = info
-        return OpenOrder(order_id, user, side, price, self._qty[order_id], client_order_id)
+        qty, user, side, price, client_order_id = entry
+        return OpenOrder(order_id, user, side, price, qty, client_order_id)
 
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in book order: bids best first, then asks."""
         out = []
         for side in self._sides:
             for key in side.keys_best_first():
-                for order_id in side.orders_at(key, self._qty):
+                for order_id in side.orders_at(key, self._orders):
                     view = self.open_order(order_id)
                     assert view is not None
                     out.append(view)
@@ -441,8 +462,7 @@ class MatchingEngine:
         for order_id, user, side, price, qty, client_order_id in state["orders"]:
             side = Side(side)
             engine._sides[side].add(-price if side == BUY else price, order_id, qty)
-            engine._qty[order_id] = qty
-            engine._info[order_id] = (user, side, price, client_order_id)
+            engine._orders[order_id] = (qty, user, side, price, client_order_id)
             if client_order_id:
                 engine._by_client[f"{user}:{client_order_id}"] = order_id
         return engine

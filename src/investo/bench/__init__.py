@@ -1,0 +1,1 @@
+"""Benchmarks behind `investo bench …`: they print figures, they assert nothing."""

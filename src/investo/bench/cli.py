@@ -1,0 +1,77 @@
+"""`investo bench …` commands."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from investo.bench import engine_bench
+from investo.bench.flow import FlowError, FlowLine, read_flow
+
+app = typer.Typer(help="Benchmarks that print figures (see BENCHMARKS.md).", no_args_is_help=True)
+
+FLOW_HELP = (
+    "Order flow file (op,id,side,price,qty lines). Make one with "
+    "`python ../shared/bench/orderflow.py -n 1000000 --seed 1 --out flow.csv`."
+)
+
+
+def _load(flow: Path) -> list[FlowLine]:
+    if not flow.is_file():
+        raise typer.BadParameter(f"no such file: {flow}", param_hint="--flow")
+    try:
+        return read_flow(flow)
+    except FlowError as error:
+        raise typer.BadParameter(str(error), param_hint="--flow") from None
+
+
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal; nothing when output is piped."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _peak_rss_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
+@app.command()
+def engine(
+    flow: Path = typer.Option(..., help=FLOW_HELP),
+    trades_out: Path | None = typer.Option(None, help="Write trades as taker_id,maker_id,price,qty lines."),
+    repeat: int = typer.Option(1, min=1, help="Runs of each book; the best time of each is reported."),
+) -> None:
+    """One matching engine fed a flow, timed against a naive book in the same run."""
+    lines = _load(flow)
+    records = engine_bench.engine_records(lines)
+    n = len(records)
+    engine_runs, naive_runs = [], []
+    for _ in range(repeat):
+        with _progress("naive book", n) as progress:
+            naive_runs.append(engine_bench.run_naive(lines, progress))
+        with _progress("engine", n) as progress:
+            engine_runs.append(engine_bench.run_engine(records, progress))
+    best = min(engine_runs, key=lambda run: run.seconds)
+    naive = min(naive_runs, key=lambda run: run.seconds)
+    typer.echo(f"commands_per_sec={best.rate(n):.0f} trades={len(best.trades)}")
+    typer.echo(
+        f"naive_commands_per_sec={naive.rate(n):.0f} naive_trades={len(naive.trades)} "
+        f"ratio={naive.seconds / best.seconds:.2f}"
+    )
+    typer.echo(f"commands={n} repeat={repeat} peak_rss_mb={_peak_rss_mb()}")
+    if best.trades != naive.trades:
+        typer.echo("warning: the engine's trades differ from the naive book's", err=True)
+    if trades_out:
+        engine_bench.write_trades(trades_out, best.trades)

@@ -1,0 +1,125 @@
+"""`investo bench engine`: one matching engine fed a flow, against the naive book.
+
+Orders enter the engine as already-accepted orders (``OrderAccepted``) of
+distinct users (user id = order id), so no accounts work is done; cancels name
+the order and its owner. Records are built before the clock starts: only the
+feeding is timed, and the engine's events are consumed as a real consumer would
+(every trade is picked out of the event list). The naive book of
+:mod:`investo.bench.naive_book` runs the same flow in the same process, so the
+ratio between the two is the figure to trust on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from investo.bench.flow import FlowLine
+from investo.bench.naive_book import NaiveBook
+from investo.core.markets import Market
+from investo.core.matching import MatchingEngine
+from investo.core.messages import (
+    CancelOrder,
+    MatchingRecord,
+    OrderAccepted,
+    OrderType,
+    Side,
+    StpMode,
+    TimeInForce,
+    TradeExecuted,
+)
+
+SYMBOL = "BENCH"
+BENCH_MARKET = Market(SYMBOL, "BASE", "QUOTE", notional_unit=1, lot_units=1)
+CHUNK = 50_000  # commands between two progress updates
+
+Progress = Callable[[int], None]  # called with the number of commands just fed
+
+
+@dataclass
+class Run:
+    seconds: float
+    trades: list[tuple[int, int, int, int]]  # (taker_id, maker_id, price, qty) in execution order
+
+    def rate(self, commands: int) -> float:
+        return commands / self.seconds if self.seconds else 0.0
+
+
+def engine_records(flow: Sequence[FlowLine]) -> list[MatchingRecord]:
+    """The flow as matching-engine input records."""
+    records: list[MatchingRecord] = []
+    for line in flow:
+        side = Side.BUY if line.buy else Side.SELL
+        if line.op == "C":
+            records.append(CancelOrder(0, line.id, SYMBOL, order_id=line.id))
+        elif line.op == "L":
+            records.append(
+                OrderAccepted(
+                    0, SYMBOL, line.id, line.id, side, OrderType.LIMIT, TimeInForce.GTC,
+                    line.price, line.qty, 0, "", StpMode.NONE,
+                )
+            )  # fmt: skip
+        else:
+            records.append(
+                OrderAccepted(
+                    0, SYMBOL, line.id, line.id, side, OrderType.MARKET, TimeInForce.IOC,
+                    0, line.qty, 0, "", StpMode.NONE,
+                )
+            )  # fmt: skip
+    return records
+
+
+def _chunks(n: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, CHUNK):
+        yield start, min(start + CHUNK, n)
+
+
+def run_engine(records: Sequence[MatchingRecord], progress: Progress | None = None) -> Run:
+    """Feed every record to a fresh engine; time only the feeding."""
+    engine = MatchingEngine(BENCH_MARKET)
+    apply = engine.apply
+    trades: list[TradeExecuted] = []
+    keep = trades.append
+    seconds = 0.0
+    gc.collect()
+    for start, end in _chunks(len(records)):
+        chunk = records[start:end]
+        began = time.perf_counter()
+        for record in chunk:
+            for event in apply(record):
+                if type(event) is TradeExecuted:
+                    keep(event)
+        seconds += time.perf_counter() - began
+        if progress:
+            progress(end - start)
+    return Run(seconds, [(t.taker_order_id, t.maker_order_id, t.price, t.qty) for t in trades])
+
+
+def run_naive(flow: Sequence[FlowLine], progress: Progress | None = None) -> Run:
+    """Feed the flow to the naive book; time only the feeding."""
+    book = NaiveBook()
+    limit, market, cancel = book.limit, book.market, book.cancel
+    seconds = 0.0
+    gc.collect()
+    for start, end in _chunks(len(flow)):
+        chunk = flow[start:end]
+        began = time.perf_counter()
+        for op, order_id, buy, price, qty in chunk:
+            if op == "L":
+                limit(order_id, buy, price, qty)
+            elif op == "M":
+                market(order_id, buy, qty)
+            else:
+                cancel(order_id)
+        seconds += time.perf_counter() - began
+        if progress:
+            progress(end - start)
+    return Run(seconds, book.trades)
+
+
+def write_trades(path: Path, trades: Sequence[tuple[int, int, int, int]]) -> None:
+    with path.open("w") as out:
+        out.writelines(f"{taker},{maker},{price},{qty}\n" for taker, maker, price, qty in trades)
