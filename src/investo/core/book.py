@@ -41,7 +41,7 @@ from heapq import heappop, heappush
 class BookSide:
     """Levels of one side; see the module docstring for the layout."""
 
-    __slots__ = ("sign", "queues", "depth", "heap", "in_heap")
+    __slots__ = ("depth", "heap", "in_heap", "queues", "sign")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign  # +1 for asks, -1 for bids: key = sign * price

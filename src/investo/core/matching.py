@@ -192,6 +192,7 @@ class MatchingEngine:
         taker, user, ts, symbol = rec.order_id, rec.user, rec.ts, market.symbol
         stp = rec.stp
         by_quote = rec.qty == 0
+        capped = budget > 0  # stays True when the budget is spent down to 0
         taker_side = rec.side
         sign = 1 if rec.side == BUY else -1
         stopped: ExpireReason | None = None
@@ -228,7 +229,7 @@ class MatchingEngine:
                         break
                     continue
                 fill = qty if qty < maker_qty else maker_qty
-                if budget:
+                if capped:
                     affordable = affordable_qty(market, price, budget, taker_bps)
                     if affordable < fill:
                         fill = affordable
@@ -255,7 +256,7 @@ class MatchingEngine:
                     events.append(
                         OrderPartiallyFilled(seq + 2, ts, symbol, maker, maker_user, maker_qty - fill)
                     )
-                if budget:
+                if capped:
                     budget -= notional + taker_fee
                     if by_quote:  # lots left = what the rest of the budget buys here
                         qty = affordable_qty(market, price, budget, taker_bps) + fill
@@ -334,16 +335,18 @@ class MatchingEngine:
         entry = self._orders.get(order_id)
         if entry is None:
             self.seq += 1
-            return [CancelRejected(self.seq, rec.ts, rec.market, rec.user, order_id, rec.client_order_id, UNKNOWN_ORDER)]
+            return [
+                CancelRejected(
+                    self.seq, rec.ts, rec.market, rec.user, order_id, rec.client_order_id, UNKNOWN_ORDER
+                )
+            ]
         if entry[1] != rec.user:
             return self._reject_cancel(rec, RejectCode.NOT_OWNER)
         return [self._remove_resting(order_id, entry, rec.ts, BY_USER)]
 
     def _cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
         mine = sorted(oid for oid, entry in self._orders.items() if entry[1] == rec.user)
-        return [
-            self._remove_resting(oid, self._orders[oid], rec.ts, CancelReason.CANCEL_ALL) for oid in mine
-        ]
+        return [self._remove_resting(oid, self._orders[oid], rec.ts, CancelReason.CANCEL_ALL) for oid in mine]
 
     def _remove_resting(self, order_id: int, entry: Entry, ts: int, reason: CancelReason) -> OrderCanceled:
         """Take an open order off the book (lazily: its id stays queued until skipped)."""
@@ -369,7 +372,9 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _reject(self, rec: OrderAccepted, code: RejectCode, events: list[MatchingEvent]) -> list[MatchingEvent]:
+    def _reject(
+        self, rec: OrderAccepted, code: RejectCode, events: list[MatchingEvent]
+    ) -> list[MatchingEvent]:
         self.seq += 1
         events.append(
             OrderRejected(self.seq, rec.ts, rec.market, rec.order_id, rec.user, rec.client_order_id, code)
@@ -379,9 +384,7 @@ class MatchingEngine:
     def _reject_cancel(self, rec: CancelOrder, code: RejectCode) -> list[MatchingEvent]:
         self.seq += 1
         return [
-            CancelRejected(
-                self.seq, rec.ts, rec.market, rec.user, rec.order_id, rec.client_order_id, code
-            )
+            CancelRejected(self.seq, rec.ts, rec.market, rec.user, rec.order_id, rec.client_order_id, code)
         ]
 
     def _expire_taker(

@@ -316,6 +316,17 @@ class WithdrawRejected(msgspec.Struct, **_MSG):
     code: RejectCode
 
 
+class DepositRejected(msgspec.Struct, **_MSG):
+    """A Deposit that was refused (amount not positive, unknown asset); nothing changed."""
+
+    seq: int
+    ts: int
+    user: int
+    asset: str
+    amount: int
+    code: RejectCode
+
+
 Command = Deposit | Withdraw | PlaceOrder | CancelOrder | CancelAll
 MatchingRecord = OrderAccepted | CancelOrder | CancelAll
 MatchingEvent = (
@@ -328,10 +339,11 @@ MatchingEvent = (
     | OrderRejected
     | CancelRejected
 )
-AccountsEvent = Deposited | Withdrawn | WithdrawRejected | OrderAccepted | OrderRejected
-Event = MatchingEvent | Deposited | Withdrawn | WithdrawRejected | OrderAccepted
+AccountsEvent = Deposited | DepositRejected | Withdrawn | WithdrawRejected | OrderAccepted | OrderRejected
+Event = MatchingEvent | Deposited | DepositRejected | Withdrawn | WithdrawRejected | OrderAccepted
 Record = Command | OrderAccepted
 
-RECORD_DECODER: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)  # type: ignore[arg-type]
-EVENT_DECODER: msgspec.msgpack.Decoder[Event] = msgspec.msgpack.Decoder(Event)  # type: ignore[arg-type]
+RECORD_DECODER: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
+EVENT_DECODER: msgspec.msgpack.Decoder[Event] = msgspec.msgpack.Decoder(Event)
 ENCODER = msgspec.msgpack.Encoder()
+COMMAND_DECODER: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)
