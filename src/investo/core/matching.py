@@ -158,13 +158,7 @@ class MatchingEngine:
             return self._expire_taker(rec, qty, reason, events)
         # Rest what is left at the back of its level (own-side keys mirror the limit).
         order_id = rec.order_id
-        book_side = self._sides[side]
-        queue = book_side.queues.get(-limit_key)
-        if queue is None:
-            book_side.open_level(-limit_key, order_id, qty)
-        else:
-            queue.append(order_id)
-            book_side.depth[-limit_key] += qty
+        self._sides[side].add(-limit_key, order_id, qty)
         self._orders[order_id] = (qty, rec.user, side, rec.price, rec.client_order_id)
         if client_key:
             self._by_client[client_key] = order_id
@@ -293,10 +287,6 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ checks
 
-    def _would_take(self, side: Side, limit_key: int) -> bool:
-        best = self._sides[1 - side].best_key()
-        return best is not None and best <= limit_key
-
     def _fok_fillable(self, rec: OrderAccepted, limit_key: int, qty: int) -> bool:
         """Whether a limit order's ``qty`` lots would all fill at once in ``_take``."""
         side = self._sides[1 - rec.side]
@@ -334,12 +324,7 @@ class MatchingEngine:
             order_id = self._by_client.get(f"{rec.user}:{rec.client_order_id}", 0)
         entry = self._orders.get(order_id)
         if entry is None:
-            self.seq += 1
-            return [
-                CancelRejected(
-                    self.seq, rec.ts, rec.market, rec.user, order_id, rec.client_order_id, UNKNOWN_ORDER
-                )
-            ]
+            return self._reject_cancel(rec, UNKNOWN_ORDER)
         if entry[1] != rec.user:
             return self._reject_cancel(rec, RejectCode.NOT_OWNER)
         return [self._remove_resting(order_id, entry, rec.ts, BY_USER)]
@@ -355,12 +340,7 @@ class MatchingEngine:
         if client_order_id:
             del self._by_client[f"{user}:{client_order_id}"]
         book_side = self._sides[side]
-        key = book_side.sign * price
-        left = book_side.depth[key] - qty
-        if left:
-            book_side.depth[key] = left
-        else:
-            book_side.drop_level(key)
+        book_side.reduce(book_side.sign * price, qty)
         self._dead += 1
         if self._dead > self._compact_at:
             for each_side in self._sides:
