@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 import investo
@@ -9,6 +13,8 @@ from investo.bench.cli import app as bench_app
 
 app = typer.Typer(help="Investo: a real-time stock exchange you can run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+user_app = typer.Typer(help="Accounts on a running Investo.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 
 @app.callback()
@@ -20,6 +26,63 @@ def _root() -> None:
 def version() -> None:
     """Print Investo's version."""
     typer.echo(investo.__version__)
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Port of the API and UI on 127.0.0.1.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option(help="Where the log, snapshots and history live.")] = Path(
+        "investo-data"
+    ),
+    markets: Annotated[Path | None, typer.Option(help="Markets TOML file (default: built-in).")] = None,
+    snapshot_every: Annotated[int, typer.Option(help="Commands between two snapshots.")] = 50_000,
+    rate_limit: Annotated[int, typer.Option(help="Requests per minute per IP (0: none).")] = 60_000,
+    order_limit: Annotated[int, typer.Option(help="Orders per 10 s per API key (0: none).")] = 10_000,
+    log_level: Annotated[str, typer.Option(help="debug logs one line per request.")] = "warning",
+) -> None:
+    """Start the whole exchange in one process (embedded mode: SQLite, no other service)."""
+    from investo.server import UpOptions, run
+
+    run(UpOptions(host, port, data_dir, markets, snapshot_every, rate_limit, order_limit, log_level))
+
+
+@user_app.command("create")
+def user_create(
+    name: str,
+    url: Annotated[str, typer.Option(help="The running exchange.")] = "http://127.0.0.1:8000",
+    key_file: Annotated[Path | None, typer.Option(help="Where to write the private key PEM.")] = None,
+    demo_funds: Annotated[bool, typer.Option(help="Also claim today's demo funds.")] = True,
+) -> None:
+    """Create an account: make an Ed25519 key here, register its public half, keep the PEM."""
+    from investo.client import ApiError, InvestoClient
+    from investo.security.signing import generate_key_pair, private_key_to_pem
+
+    path = key_file or Path(f"{name}.pem")
+    if path.exists():
+        raise typer.BadParameter(f"{path} exists; choose another --key-file", param_hint="--key-file")
+    private_key, _ = generate_key_pair()
+
+    async def register() -> dict[str, object]:
+        async with InvestoClient(url, private_key) as client:
+            answer = await client.register(name)
+            if demo_funds:
+                answer["demoFunds"] = await client.claim_demo_funds()
+            return answer
+
+    try:
+        answer = asyncio.run(register())
+    except ApiError as error:
+        typer.echo(f"refused: {error.msg} (code {error.code})", err=True)
+        raise typer.Exit(1) from None
+    except OSError as error:
+        typer.echo(f"cannot reach {url}: {error}", err=True)
+        raise typer.Exit(1) from None
+    path.write_text(private_key_to_pem(private_key))
+    path.chmod(0o600)
+    typer.echo(
+        f"user {answer['name']} (id {answer['userId']}) api key {answer['apiKey']}; private key in {path}"
+    )
 
 
 def main() -> None:

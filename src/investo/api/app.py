@@ -1,0 +1,167 @@
+"""The HTTP application: Binance spot v3 REST, Investo's own endpoints, health and metrics.
+
+``create_app(node)`` builds a FastAPI app around a :class:`~investo.node.Node`.
+Every error leaves as Binance's ``{"code": …, "msg": …}`` with its HTTP status;
+a request that would otherwise fail unexpectedly is logged and answered with
+-1000, so a client always gets JSON it can parse.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.exceptions import HTTPException
+
+import investo
+from investo.api import errors, investo_routes, public, trading
+from investo.api.limits import RateLimits
+from investo.node import Node
+from investo.security.signing import API_KEY_HEADER
+
+log = logging.getLogger("investo.api")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Prometheus metrics of one node (a registry of its own, so tests can run many)."""
+
+    def __init__(self, node: Node) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("investo_http_requests", "HTTP requests", ["path", "status"], registry=r)
+        self.gateway = Histogram(
+            "investo_gateway_seconds",
+            "Time to answer an HTTP request",
+            ["path"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit = Histogram(
+            "investo_log_commit_seconds", "Durable log commit per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.engine = Histogram(
+            "investo_engine_apply_seconds", "Engine time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.commands = Counter("investo_commands", "Commands applied", registry=r)
+        self.orders = Counter("investo_orders", "Orders placed (accepted or not)", registry=r)
+        self.trades = Counter("investo_trades", "Trades executed", registry=r)
+        self.log_lag = Gauge("investo_log_lag", "Applied commands not yet in the SQL history", registry=r)
+        self.ws_clients = Gauge("investo_websocket_clients", "Open WebSocket clients", registry=r)
+        self.log_lag.set_function(lambda: _lag(node))
+
+    def observe_batch(self, commands: int, commit_s: float, apply_s: float) -> None:
+        self.commit.observe(commit_s)
+        self.engine.observe(apply_s)
+        self.commands.inc(commands)
+
+
+def _lag(node: Node) -> float:
+    if node.host is None or node.writer is None:
+        return 0.0
+    return float(node.host.applied_offset - (node.writer.durable_offset or 0))
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Investo",
+        version=investo.__version__,
+        description="A real-time exchange speaking Binance's spot API v3. Signed endpoints take Ed25519 "
+        "signatures exactly as Binance does (`X-MBX-APIKEY`, `timestamp`, `recvWindow`, `signature`).",
+        default_response_class=ORJSONResponse,
+    )
+    metrics = Metrics(node)
+    rate_limits = limits or RateLimits.default()
+    app.state.node = node
+    app.state.metrics = metrics
+    node.rate_limits = rate_limits
+    node.on_batch = metrics.observe_batch
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        began = time.perf_counter()
+        path = request.url.path
+        try:
+            if path.startswith("/api/"):
+                now = node.clock_ms()
+                rate_limits.per_ip.hit(_client_ip(request), now)
+                key = request.headers.get(API_KEY_HEADER)
+                if key and path == "/api/v3/order" and request.method == "POST":
+                    rate_limits.orders_per_key.hit(key, now)
+                    metrics.orders.inc()
+            response = await call_next(request)
+        except errors.ApiError as error:
+            response = _error_response(error)
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, path)
+            response = _error_response(errors.unknown_error())
+        elapsed = time.perf_counter() - began
+        route = path if path.startswith(("/api/", "/health", "/metrics")) else "other"
+        metrics.gateway.labels(route).observe(elapsed)
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request",
+                extra={
+                    "method": request.method,
+                    "path": path,
+                    "status": response.status_code,
+                    "ms": elapsed * 1e3,
+                },
+            )
+        return response
+
+    @app.exception_handler(errors.ApiError)
+    async def api_error(request: Request, error: errors.ApiError) -> Response:
+        return _error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
+        return _error_response(errors.ApiError(-1100, "Illegal characters found in a parameter."))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        msg = {404: "Not found.", 405: "Method not allowed."}.get(error.status_code, str(error.detail))
+        return _error_response(errors.ApiError(-1000, msg, error.status_code))
+
+    app.include_router(public.router(node))
+    app.include_router(trading.router(node))
+    app.include_router(investo_routes.router(node))
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> Any:
+        """Liveness (the process answers) and readiness (engines recovered, taking orders)."""
+        ready = node.ready and node.host is not None
+        body: dict[str, Any] = {"status": "ok" if ready else "starting", "live": True, "ready": ready}
+        if ready and node.host is not None:
+            body["offset"] = node.host.applied_offset
+        return ORJSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus() -> Response:
+        """Prometheus metrics: request, commit and engine latencies, orders, trades, log lag."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _error_response(error: errors.ApiError) -> Response:
+    return ORJSONResponse(error.body(), status_code=error.status, headers=error.headers or None)

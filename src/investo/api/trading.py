@@ -1,0 +1,356 @@
+"""Signed trading endpoints of Binance's spot API v3: orders, cancels, account.
+
+A new order is checked at the edge (types, decimals, steps and ranges), turned
+into a ``PlaceOrder`` in integer units, journaled and applied by the engine host,
+and answered from the events it caused. Queries of past orders and trades read
+the SQL history after it has caught up with everything applied so far.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from investo.api import errors, formats
+from investo.api.params import Params, amount, steps
+from investo.api.signed import SignedCall, param_docs, verify
+from investo.api.units import format_amount
+from investo.core.accounts import validate_order
+from investo.core.messages import (
+    CancelAll,
+    CancelOrder,
+    CancelRejected,
+    Command,
+    OrderAccepted,
+    OrderCanceled,
+    OrderRejected,
+    OrderType,
+    PlaceOrder,
+    Side,
+    StpMode,
+    TimeInForce,
+)
+from investo.host import Applied, HostStopped, StatusUnknown
+from investo.markets import MarketSpec
+from investo.node import Node
+from investo.store import queries
+
+MAX_QUOTE_UNITS = 2**62
+RESP_TYPES = ("ACK", "RESULT", "FULL")
+ORDER_PARAMS = (
+    "symbol!", "side!", "type!", "timeInForce", "quantity", "quoteOrderQty", "price",
+    "newClientOrderId", "selfTradePreventionMode",
+)  # fmt: skip
+
+
+def new_client_order_id() -> str:
+    return "x-" + secrets.token_urlsafe(15)
+
+
+async def submit(node: Node, command: Command) -> Applied:
+    assert node.host is not None
+    try:
+        return await node.host.submit(command)
+    except StatusUnknown:
+        raise errors.status_unknown() from None
+    except HostStopped as error:
+        raise errors.service_unavailable(str(error)) from None
+
+
+def _order_command(spec: MarketSpec, user: int, p: Params) -> tuple[PlaceOrder, int]:
+    """The PlaceOrder a request asks for, and its quoteOrderQty in quote units (else 0)."""
+    side = formats.SIDES[p.choice("side", formats.SIDES, errors.invalid_side())]
+    type_name = p.choice("type", formats.ORDER_TYPES, errors.invalid_order_type())
+    order_type = formats.ORDER_TYPES[type_name]
+    core = spec.core
+    price = qty = quote_qty = 0
+    tif = TimeInForce.GTC
+    if order_type == OrderType.MARKET:
+        for name in ("price", "timeInForce"):
+            if p.has(name):
+                raise errors.not_required(name)
+        tif = TimeInForce.IOC
+        if p.has("quantity") == p.has("quoteOrderQty"):
+            raise errors.missing_one_of("quantity", "quoteOrderQty")
+        if p.has("quoteOrderQty"):
+            if side != Side.BUY:
+                raise errors.invalid_param("quoteOrderQty", "quoteOrderQty is supported for BUY orders only.")
+            quote_qty = amount(p.decimal_text("quoteOrderQty"), spec.quote_decimals, "quoteOrderQty")
+            if not 0 < quote_qty <= MAX_QUOTE_UNITS:
+                raise errors.filter_failure("NOTIONAL")
+    else:
+        if p.has("quoteOrderQty"):
+            raise errors.not_required("quoteOrderQty")
+        price = steps(spec, p.decimal_text("price"), price=True)
+        if not core.min_price <= price <= core.max_price:
+            raise errors.filter_failure("PRICE_FILTER")
+        if order_type == OrderType.LIMIT:
+            tif = formats.TIFS[p.choice("timeInForce", formats.TIFS, errors.invalid_tif())]
+        elif p.has("timeInForce"):
+            raise errors.not_required("timeInForce")
+    if not quote_qty:
+        qty = steps(spec, p.decimal_text("quantity"), price=False)
+        if not core.min_qty <= qty <= core.max_qty:
+            raise errors.filter_failure("LOT_SIZE")
+        if price and core.notional(price, qty) < core.min_notional:
+            raise errors.filter_failure("NOTIONAL")
+    stp_name = p.text("selfTradePreventionMode", "EXPIRE_MAKER")
+    if stp_name not in formats.STP_MODES:
+        raise errors.invalid_param("selfTradePreventionMode", "")
+    client_id = p.client_order_id("newClientOrderId") or new_client_order_id()
+    command = PlaceOrder(
+        0, user, spec.symbol, side, order_type, tif, price, qty, quote_qty, client_id, StpMode[stp_name]
+    )
+    return command, quote_qty
+
+
+def _response_type(p: Params, order_type: OrderType) -> str:
+    default = "FULL" if order_type in (OrderType.LIMIT, OrderType.MARKET) else "ACK"
+    value = p.text("newOrderRespType", default)
+    if value not in RESP_TYPES:
+        raise errors.invalid_param("newOrderRespType", "")
+    return value
+
+
+def _placed_view(spec: MarketSpec, applied: Applied, quote_qty: int) -> formats.OrderView:
+    accepted = next((e for e in applied.events if isinstance(e, OrderAccepted)), None)
+    if accepted is None:
+        rejected = next(e for e in applied.events if isinstance(e, OrderRejected))
+        raise errors.from_reject(rejected.code)
+    for event in applied.events:
+        if isinstance(event, OrderRejected) and event.order_id == accepted.order_id:
+            raise errors.from_reject(event.code)
+    view = formats.view_of_accepted(spec, accepted, quote_qty)
+    return formats.apply_events(view, applied.events)
+
+
+async def _find_order(node: Node, call: SignedCall, spec: MarketSpec) -> formats.OrderView:
+    p = call.params
+    order_id = p.optional_integer("orderId")
+    client_id = p.optional_text("origClientOrderId")
+    if order_id is None and client_id is None:
+        raise errors.missing_one_of("orderId", "origClientOrderId")
+    await node.caught_up()
+    assert node.db is not None
+    row = await queries.get_order(node.db, call.user_id, spec.symbol, order_id, client_id)
+    if row is None:
+        raise errors.no_such_order()
+    return view_of_row(spec, row)
+
+
+def view_of_row(spec: MarketSpec, row: Any) -> formats.OrderView:
+    return formats.OrderView(
+        spec=spec,
+        order_id=row.order_id,
+        client_order_id=row.client_order_id,
+        side=row.side,
+        type=row.type,
+        time_in_force=row.time_in_force,
+        price=row.price_ticks,
+        orig_qty=row.orig_qty_lots,
+        orig_quote_qty=row.orig_quote_qty,
+        executed_qty=row.executed_qty_lots,
+        cum_quote_qty=row.cum_quote_qty,
+        status=row.status,
+        stp_mode=row.stp_mode,
+        time_ms=row.time_ms,
+        update_time_ms=row.update_time_ms,
+    )
+
+
+def router(node: Node) -> APIRouter:
+    api = APIRouter(tags=["trading (signed)"])
+
+    @api.post("/api/v3/order", openapi_extra=param_docs(*ORDER_PARAMS, "newOrderRespType", signed=True))
+    async def new_order(request: Request) -> Any:
+        """Place an order (LIMIT, LIMIT_MAKER, MARKET by quantity or quoteOrderQty)."""
+        call = await verify(node, request)
+        spec = call.params.symbol(node.markets)
+        command, quote_qty = _order_command(spec, call.user_id, call.params)
+        resp_type = _response_type(call.params, command.type)
+        applied = await submit(node, command)
+        view = _placed_view(spec, applied, quote_qty)
+        if resp_type == "ACK":
+            return formats.ack_json(view)
+        return formats.result_json(view) if resp_type == "RESULT" else formats.full_json(view)
+
+    @api.post("/api/v3/order/test", openapi_extra=param_docs(*ORDER_PARAMS, signed=True))
+    async def test_order(request: Request) -> Any:
+        """Check an order as `POST /api/v3/order` would, without placing it."""
+        call = await verify(node, request)
+        spec = call.params.symbol(node.markets)
+        command, _ = _order_command(spec, call.user_id, call.params)
+        _response_type(call.params, command.type)
+        reason = validate_order(spec.core, command)
+        if reason is not None:
+            raise errors.from_reject(reason)
+        if call.params.text("computeCommissionRates", "false") == "true":
+            return _commission_rates(spec)
+        return {}
+
+    @api.get("/api/v3/order", openapi_extra=param_docs(
+        "symbol!", "orderId", "origClientOrderId", signed=True))  # fmt: skip
+    async def get_order(request: Request) -> Any:
+        """One of your orders, by orderId or origClientOrderId."""
+        call = await verify(node, request)
+        spec = call.params.symbol(node.markets)
+        return formats.order_json(await _find_order(node, call, spec))
+
+    @api.delete("/api/v3/order", openapi_extra=param_docs(
+        "symbol!", "orderId", "origClientOrderId", "newClientOrderId", signed=True))  # fmt: skip
+    async def cancel_order(request: Request) -> Any:
+        """Cancel one open order, by orderId or origClientOrderId."""
+        call = await verify(node, request)
+        p = call.params
+        spec = p.symbol(node.markets)
+        order_id = p.optional_integer("orderId")
+        client_id = p.client_order_id("origClientOrderId")
+        if order_id is None and client_id is None:
+            raise errors.missing_one_of("orderId", "origClientOrderId")
+        cancel_id = p.client_order_id("newClientOrderId") or new_client_order_id()
+        command = CancelOrder(
+            0, call.user_id, spec.symbol, order_id or 0, "" if order_id else client_id or ""
+        )
+        applied = await submit(node, command)
+        for event in applied.events:
+            if isinstance(event, CancelRejected):
+                raise errors.unknown_order()
+        canceled = next(e for e in applied.events if isinstance(e, OrderCanceled))
+        await node.caught_up()
+        assert node.db is not None
+        row = await queries.get_order(node.db, call.user_id, spec.symbol, canceled.order_id, None)
+        assert row is not None
+        return formats.cancel_json(view_of_row(spec, row), cancel_id, applied.command.ts)
+
+    @api.delete("/api/v3/openOrders", openapi_extra=param_docs("symbol!", signed=True))
+    async def cancel_all(request: Request) -> Any:
+        """Cancel all your open orders in a market."""
+        call = await verify(node, request)
+        spec = call.params.symbol(node.markets)
+        applied = await submit(node, CancelAll(0, call.user_id, spec.symbol))
+        ids = [e.order_id for e in applied.events if isinstance(e, OrderCanceled)]
+        await node.caught_up()
+        assert node.db is not None
+        out = []
+        for order_id in ids:
+            row = await queries.get_order(node.db, call.user_id, spec.symbol, order_id, None)
+            assert row is not None
+            out.append(formats.cancel_json(view_of_row(spec, row), new_client_order_id(), applied.command.ts))
+        return out
+
+    @api.get("/api/v3/openOrders", openapi_extra=param_docs("symbol", signed=True))
+    async def open_orders(request: Request) -> Any:
+        """Your open orders, in one market or all."""
+        call = await verify(node, request)
+        spec = call.params.symbol(node.markets) if call.params.has("symbol") else None
+        await node.caught_up()
+        assert node.db is not None
+        rows = await queries.open_orders(node.db, call.user_id, spec.symbol if spec else None)
+        return [formats.order_json(view_of_row(node.markets[r.symbol], r)) for r in rows]
+
+    @api.get("/api/v3/allOrders", openapi_extra=param_docs(
+        "symbol!", "orderId", "startTime", "endTime", "limit", signed=True))  # fmt: skip
+    async def all_orders(request: Request) -> Any:
+        """Your orders in a market, open or finished, oldest first."""
+        call = await verify(node, request)
+        p = call.params
+        spec = p.symbol(node.markets)
+        limit = p.integer("limit", 500, 1, 1000)
+        await node.caught_up()
+        assert node.db is not None
+        rows = await queries.all_orders(
+            node.db, call.user_id, spec.symbol, p.optional_integer("orderId"),
+            p.optional_integer("startTime"), p.optional_integer("endTime"), limit,
+        )  # fmt: skip
+        return [formats.order_json(view_of_row(spec, r)) for r in rows]
+
+    @api.get("/api/v3/myTrades", openapi_extra=param_docs(
+        "symbol!", "orderId", "startTime", "endTime", "fromId", "limit", signed=True))  # fmt: skip
+    async def my_trades(request: Request) -> Any:
+        """Your trades in a market."""
+        call = await verify(node, request)
+        p = call.params
+        spec = p.symbol(node.markets)
+        await node.caught_up()
+        assert node.db is not None
+        rows = await queries.my_trades(
+            node.db, call.user_id, spec.symbol, p.optional_integer("startTime"),
+            p.optional_integer("endTime"), p.optional_integer("fromId"), p.integer("limit", 500, 1, 1000),
+        )  # fmt: skip
+        order_id = p.optional_integer("orderId")
+        return [my_trade_json(spec, r) for r in rows if order_id is None or r.order_id == order_id]
+
+    @api.get("/api/v3/account", openapi_extra=param_docs("omitZeroBalances", signed=True))
+    async def account(request: Request) -> Any:
+        """Your balances (free and locked) and permissions."""
+        call = await verify(node, request)
+        omit_zero = call.params.text("omitZeroBalances", "false") == "true"
+        assert node.host is not None
+        held = node.host.exchange.accounts.balances(call.user_id)
+        balances = []
+        for asset, decimals in node.assets.items():
+            free, locked = held.get(asset, (0, 0))
+            if omit_zero and not (free or locked):
+                continue
+            balances.append(
+                {"asset": asset, "free": _units(free, decimals), "locked": _units(locked, decimals)}
+            )
+        spec = next(iter(node.markets.values()))
+        return {
+            "makerCommission": spec.maker_fee_bps,
+            "takerCommission": spec.taker_fee_bps,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "commissionRates": _commission_rates(spec)["standardCommission"],
+            "canTrade": True,
+            "canWithdraw": True,
+            "canDeposit": True,
+            "brokered": False,
+            "requireSelfTradePrevention": False,
+            "preventSor": False,
+            "updateTime": node.clock_ms(),
+            "accountType": "SPOT",
+            "balances": balances,
+            "permissions": ["SPOT"],
+            "uid": call.user_id,
+        }
+
+    return api
+
+
+def _units(value: int, decimals: int) -> str:
+    return format_amount(value, decimals)
+
+
+def _bps(bps: int) -> str:
+    return format_amount(bps, 4)  # 10 bps = 0.0010
+
+
+def _commission_rates(spec: MarketSpec) -> dict[str, Any]:
+    rates = {
+        "maker": _bps(spec.maker_fee_bps),
+        "taker": _bps(spec.taker_fee_bps),
+        "buyer": _bps(0),
+        "seller": _bps(0),
+    }
+    return {"standardCommission": rates, "taxCommission": {k: _bps(0) for k in rates}, "discount": {}}
+
+
+def my_trade_json(spec: MarketSpec, row: Any) -> dict[str, Any]:
+    return {
+        "symbol": spec.symbol,
+        "id": row.trade_id,
+        "orderId": row.order_id,
+        "orderListId": -1,
+        "price": spec.format_price(row.price_ticks),
+        "qty": spec.format_qty(row.qty_lots),
+        "quoteQty": _units(row.quote_qty, spec.quote_decimals),
+        "commission": _units(row.commission, spec.quote_decimals),
+        "commissionAsset": spec.quote,
+        "time": row.time_ms,
+        "isBuyer": row.is_buyer,
+        "isMaker": row.is_maker,
+        "isBestMatch": True,
+    }

@@ -1,0 +1,159 @@
+"""One running Investo in one process: the engine host, its log, the SQL history and the keys.
+
+``Node`` wires the parts the REST API needs and owns their lifecycle:
+
+* start: migrate the database, open the log, load the writer's progress, rebuild
+  the engines from the latest snapshot plus the log tail (with progress), start
+  the writer and the host;
+* stop: stop taking commands, write a snapshot, flush the writer, close everything.
+
+Registered API keys are cached in memory (``key id -> (user id, public key)``)
+so that verifying a signature never waits for SQL; registering or revoking a key
+updates SQL first, then the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from investo.api.limits import RateLimits
+from investo.host import BatchObserver, EngineHost, ReplayProgress
+from investo.log import open_log
+from investo.log.base import Log
+from investo.markets import MarketSpec
+from investo.security.signing import ReplayGuard, RequestVerifier, load_public_key
+from investo.store import queries
+from investo.store.db import make_engine
+from investo.store.migrate import upgrade
+from investo.store.writer import HistoryWriter
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class NodeConfig:
+    data_dir: Path
+    markets: Mapping[str, MarketSpec]
+    database_url: str | None = None  # default: sqlite file in data_dir
+    log_url: str | None = None  # default: sqlite file in data_dir
+    snapshot_every: int = 50_000
+    demo_limits: Mapping[str, int] = field(default_factory=dict)  # asset -> units per day
+    clock_ms: Callable[[], int] = wall_clock_ms
+
+
+def default_demo_limits(markets: Mapping[str, MarketSpec]) -> dict[str, int]:
+    """A day's demo funds: 1,000,000 of each quote asset and 10,000 of each base asset."""
+    limits: dict[str, int] = {}
+    for spec in markets.values():
+        limits[spec.quote] = 1_000_000 * 10**spec.quote_decimals
+        limits.setdefault(spec.base, 10_000 * 10**spec.base_decimals)
+    return limits
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.markets = dict(config.markets)
+        self.assets = _assets(self.markets)
+        self.clock_ms = config.clock_ms
+        data_dir = config.data_dir
+        self.database_url = config.database_url or f"sqlite:///{data_dir / 'history.db'}"
+        self.log_url = config.log_url or f"sqlite:///{data_dir / 'log.db'}"
+        self.demo_limits = dict(config.demo_limits) or default_demo_limits(self.markets)
+        self.keys: dict[str, tuple[int, Ed25519PublicKey]] = {}
+        self.verifier = RequestVerifier(self._lookup_key, ReplayGuard())
+        self.log: Log | None = None
+        self.host: EngineHost | None = None
+        self.writer: HistoryWriter | None = None
+        self.db: AsyncEngine | None = None
+        self.started_ms = 0
+        self.ready = False
+        self.user_locks: dict[int, asyncio.Lock] = {}
+        self.rate_limits: RateLimits | None = None  # set by the HTTP app
+        self.on_batch: BatchObserver | None = None  # metrics hook, set by the HTTP app
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, progress: ReplayProgress | None = None) -> int:
+        """Bring everything up; return how many log entries were replayed."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(upgrade, self.database_url)
+        self.db = make_engine(self.database_url)
+        self.log = open_log(self.log_url)
+        self.writer = HistoryWriter(self.db, self.markets)
+        await self.writer.load_progress()
+        self.writer.start()
+        self.host = EngineHost(
+            [spec.core for spec in self.markets.values()],
+            self.log,
+            clock_ms=self.clock_ms,
+            snapshot_every=self.config.snapshot_every,
+        )
+        self.host.add_listener(self.writer)
+        self.host.on_batch = self.on_batch
+        replayed = await self.host.recover(progress)
+        await self._load_keys()
+        self.host.start()
+        self.started_ms = self.clock_ms()
+        self.ready = True
+        return replayed
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.host is not None:
+            await self.host.stop()
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.log is not None:
+            await self.log.close()
+        if self.db is not None:
+            await self.db.dispose()
+
+    # ------------------------------------------------------------------ keys
+
+    def _lookup_key(self, key_id: str) -> Ed25519PublicKey | None:
+        found = self.keys.get(key_id)
+        return None if found is None else found[1]
+
+    def user_of_key(self, key_id: str) -> int:
+        return self.keys[key_id][0]
+
+    async def _load_keys(self) -> None:
+        assert self.db is not None
+        for key_id, user_id, pem in await queries.active_keys(self.db):
+            self.keys[key_id] = (user_id, load_public_key(pem))
+
+    def remember_key(self, key_id: str, user_id: int, pem: str) -> None:
+        self.keys[key_id] = (user_id, load_public_key(pem))
+
+    def forget_key(self, key_id: str) -> None:
+        self.keys.pop(key_id, None)
+
+    def lock_for(self, user_id: int) -> asyncio.Lock:
+        """A per-user lock, for read-check-write sequences such as demo claims."""
+        return self.user_locks.setdefault(user_id, asyncio.Lock())
+
+    # ------------------------------------------------------------------ reading
+
+    async def caught_up(self) -> None:
+        """Wait until SQL holds everything applied so far (read-your-writes)."""
+        assert self.host is not None and self.writer is not None
+        await self.writer.wait_for(self.host.applied_offset)
+
+
+def _assets(markets: Mapping[str, MarketSpec]) -> dict[str, int]:
+    """Every asset traded, with its decimals, in a stable order."""
+    assets: dict[str, int] = {}
+    for spec in markets.values():
+        assets.setdefault(spec.base, spec.base_decimals)
+        assets.setdefault(spec.quote, spec.quote_decimals)
+    return assets
