@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -49,9 +50,11 @@ def _peak_rss_mb() -> int:
 
 @app.command()
 def engine(
-    flow: Path = typer.Option(..., help=FLOW_HELP),
-    trades_out: Path | None = typer.Option(None, help="Write trades as taker_id,maker_id,price,qty lines."),
-    repeat: int = typer.Option(1, min=1, help="Runs of each book; the best time of each is reported."),
+    flow: Annotated[Path, typer.Option(help=FLOW_HELP)],
+    trades_out: Annotated[
+        Path | None, typer.Option(help="Write trades as taker_id,maker_id,price,qty lines.")
+    ] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs of each book; the best of each is reported.")] = 1,
 ) -> None:
     """One matching engine fed a flow, timed against a naive book in the same run."""
     lines = _load(flow)
@@ -75,3 +78,21 @@ def engine(
         typer.echo("warning: the engine's trades differ from the naive book's", err=True)
     if trades_out:
         engine_bench.write_trades(trades_out, best.trades)
+
+
+@app.command()
+def exchange(
+    flow: Annotated[Path, typer.Option(help=FLOW_HELP)],
+    repeat: Annotated[int, typer.Option(min=1, help="Runs; the best is reported.")] = 1,
+) -> None:
+    """The flow through the whole in-process exchange: accounts and matching, 1,000 funded users."""
+    lines = _load(flow)
+    commands = engine_bench.exchange_commands(lines)
+    n = len(commands)
+    runs = []
+    for _ in range(repeat):
+        with _progress("exchange", n) as progress:
+            runs.append(engine_bench.run_exchange(commands, progress))
+    best = min(runs, key=lambda run: run.seconds)
+    typer.echo(f"commands_per_sec={best.rate(n):.0f} trades={len(best.trades)}")
+    typer.echo(f"commands={n} users={engine_bench.USERS} repeat={repeat} peak_rss_mb={_peak_rss_mb()}")

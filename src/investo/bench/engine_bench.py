@@ -19,13 +19,17 @@ from pathlib import Path
 
 from investo.bench.flow import FlowLine
 from investo.bench.naive_book import NaiveBook
+from investo.core.exchange import Exchange
 from investo.core.markets import Market
 from investo.core.matching import MatchingEngine
 from investo.core.messages import (
     CancelOrder,
+    Command,
+    Deposit,
     MatchingRecord,
     OrderAccepted,
     OrderType,
+    PlaceOrder,
     Side,
     StpMode,
     TimeInForce,
@@ -123,3 +127,67 @@ def run_naive(flow: Sequence[FlowLine], progress: Progress | None = None) -> Run
 def write_trades(path: Path, trades: Sequence[tuple[int, int, int, int]]) -> None:
     with path.open("w") as out:
         out.writelines(f"{taker},{maker},{price},{qty}\n" for taker, maker, price, qty in trades)
+
+
+# ---------------------------------------------------------------------- the whole exchange
+
+USERS = 1_000
+FUNDS = 10**15  # of each asset per user: enough for every order of the flow
+
+
+def exchange_setup() -> tuple[Exchange, list[Deposit]]:
+    market = Market(SYMBOL, "BASE", "QUOTE", notional_unit=1, lot_units=1, maker_fee_bps=10, taker_fee_bps=20)
+    deposits = [Deposit(0, user, asset, FUNDS) for user in range(1, USERS + 1) for asset in ("BASE", "QUOTE")]
+    return Exchange([market]), deposits
+
+
+def exchange_commands(flow: Sequence[FlowLine]) -> list[Command]:
+    """The flow as gateway commands of 1,000 users (user = id mod 1000 + 1).
+
+    The accounts engine numbers accepted orders 1, 2, 3, …; every order of the flow
+    is accepted (the users are funded for all of them), so a cancel can name the
+    order id its order will get, as a client that kept the id would.
+    """
+    commands: list[Command] = []
+    order_ids: dict[int, int] = {}
+    for line in flow:
+        user = line.id % USERS + 1
+        side = Side.BUY if line.buy else Side.SELL
+        if line.op == "C":
+            commands.append(CancelOrder(0, user, SYMBOL, order_id=order_ids.get(line.id, 0)))
+            continue
+        order_ids[line.id] = len(order_ids) + 1
+        if line.op == "L":
+            commands.append(
+                PlaceOrder(0, user, SYMBOL, side, OrderType.LIMIT, TimeInForce.GTC, line.price, line.qty,
+                           stp=StpMode.NONE)
+            )  # fmt: skip
+        else:
+            commands.append(
+                PlaceOrder(0, user, SYMBOL, side, OrderType.MARKET, TimeInForce.IOC, 0, line.qty,
+                           stp=StpMode.NONE)
+            )  # fmt: skip
+    return commands
+
+
+def run_exchange(commands: Sequence[Command], progress: Progress | None = None) -> Run:
+    """Feed every command to a funded in-process Exchange; time only the feeding."""
+    exchange, deposits = exchange_setup()
+    for deposit in deposits:
+        exchange.apply(deposit)
+    apply = exchange.apply
+    trades: list[TradeExecuted] = []
+    keep = trades.append
+    seconds = 0.0
+    gc.collect()
+    for start, end in _chunks(len(commands)):
+        chunk = commands[start:end]
+        began = time.perf_counter()
+        for command in chunk:
+            for event in apply(command):
+                if type(event) is TradeExecuted:
+                    keep(event)
+        seconds += time.perf_counter() - began
+        if progress:
+            progress(end - start)
+    return Run(seconds, [(t.taker_order_id, t.maker_order_id, t.price, t.qty) for t in trades])
