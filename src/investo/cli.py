@@ -87,3 +87,7 @@ def user_create(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -24,7 +23,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import investo
 from investo.api import errors, investo_routes, public, trading
@@ -76,8 +77,76 @@ def _lag(node: Node) -> float:
     return float(node.host.applied_offset - (node.writer.durable_offset or 0))
 
 
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+class Guard:
+    """Pure ASGI middleware around every HTTP request: rate limits, metrics, last-resort errors.
+
+    (Starlette's ``@app.middleware("http")`` would spawn a task per request; this costs
+    a function call.) Latency is observed per known route; any other path counts as
+    "other", so unknown paths cannot grow the metrics without bound.
+    """
+
+    def __init__(self, app: ASGIApp, node: Node, limits: RateLimits, metrics: Metrics) -> None:
+        self.app = app
+        self.node = node
+        self.limits = limits
+        self.metrics = metrics
+        self.routes: set[str] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        path: str = scope["path"]
+        status = 500
+        sent = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                sent = True
+            await send(message)
+
+        try:
+            if path.startswith("/api/"):
+                self._limit(scope, path)
+            await self.app(scope, receive, send_and_note)
+        except errors.ApiError as error:
+            status = error.status
+            await _error_response(error)(scope, receive, send)
+        except Exception:
+            log.exception("unexpected error in %s %s", scope["method"], path)
+            if not sent:
+                await _error_response(errors.unknown_error())(scope, receive, send)
+        self._observe(scope, path, status, time.perf_counter() - began)
+
+    def _limit(self, scope: Scope, path: str) -> None:
+        now = self.node.clock_ms()
+        client = scope.get("client")
+        self.limits.per_ip.hit(client[0] if client else "unknown", now)
+        if path == "/api/v3/order" and scope["method"] == "POST":
+            key = Headers(scope=scope).get(API_KEY_HEADER)
+            if key:
+                self.limits.orders_per_key.hit(key, now)
+            self.metrics.orders.inc()
+
+    def _observe(self, scope: Scope, path: str, status: int, elapsed: float) -> None:
+        if not self.routes:
+            app = scope.get("app")
+            self.routes = {getattr(r, "path", "") for r in getattr(app, "routes", [])}
+        route = path if path in self.routes else "other"
+        self.metrics.gateway.labels(route).observe(elapsed)
+        self.metrics.requests.labels(route, str(status)).inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request %s %s %d %.2fms",
+                scope["method"],
+                path,
+                status,
+                elapsed * 1e3,
+                extra={"method": scope["method"], "path": path, "status": status, "ms": elapsed * 1e3},
+            )
 
 
 def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
@@ -95,40 +164,6 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
     node.rate_limits = rate_limits
     node.on_batch = metrics.observe_batch
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        began = time.perf_counter()
-        path = request.url.path
-        try:
-            if path.startswith("/api/"):
-                now = node.clock_ms()
-                rate_limits.per_ip.hit(_client_ip(request), now)
-                key = request.headers.get(API_KEY_HEADER)
-                if key and path == "/api/v3/order" and request.method == "POST":
-                    rate_limits.orders_per_key.hit(key, now)
-                    metrics.orders.inc()
-            response = await call_next(request)
-        except errors.ApiError as error:
-            response = _error_response(error)
-        except Exception:
-            log.exception("unexpected error in %s %s", request.method, path)
-            response = _error_response(errors.unknown_error())
-        elapsed = time.perf_counter() - began
-        route = path if path.startswith(("/api/", "/health", "/metrics")) else "other"
-        metrics.gateway.labels(route).observe(elapsed)
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": path,
-                    "status": response.status_code,
-                    "ms": elapsed * 1e3,
-                },
-            )
-        return response
-
     @app.exception_handler(errors.ApiError)
     async def api_error(request: Request, error: errors.ApiError) -> Response:
         return _error_response(error)
@@ -142,6 +177,7 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
         msg = {404: "Not found.", 405: "Method not allowed."}.get(error.status_code, str(error.detail))
         return _error_response(errors.ApiError(-1000, msg, error.status_code))
 
+    app.add_middleware(Guard, node=node, limits=rate_limits, metrics=metrics)
     app.include_router(public.router(node))
     app.include_router(trading.router(node))
     app.include_router(investo_routes.router(node))

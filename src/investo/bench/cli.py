@@ -96,3 +96,21 @@ def exchange(
     best = min(runs, key=lambda run: run.seconds)
     typer.echo(f"commands_per_sec={best.rate(n):.0f} trades={len(best.trades)}")
     typer.echo(f"commands={n} users={engine_bench.USERS} repeat={repeat} peak_rss_mb={_peak_rss_mb()}")
+
+
+@app.command()
+def api(
+    url: Annotated[str | None, typer.Option(help="A running Investo; default: start one here.")] = None,
+    rates: Annotated[
+        str, typer.Option(help="Offered orders/s, comma-separated.")
+    ] = "500,1000,2000,3000,4000",
+    seconds: Annotated[float, typer.Option(help="Duration of each rate.")] = 10.0,
+    users: Annotated[int, typer.Option(help="Funded users the orders come from.")] = 20,
+    connections: Annotated[int, typer.Option(help="HTTP connections of the load generator.")] = 64,
+) -> None:
+    """Signed orders over HTTP, open-loop at fixed offered rates: orders/s and latency percentiles."""
+    from investo.bench import api_bench
+
+    offered = [int(r) for r in rates.split(",") if r.strip()]
+    for result in api_bench.run(url, offered, seconds, users, connections):
+        typer.echo(result.line())
