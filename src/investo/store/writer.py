@@ -1,0 +1,711 @@
+"""The history writer: applied commands and their events, written to SQL in batched transactions.
+
+:class:`HistoryWriter` is a host :class:`~investo.host.Listener`. The host hands it
+every applied batch (``on_applied``, synchronous, never blocks: the batch is only
+queued); a background task writes whatever is queued, several batches at a time, in
+one transaction.
+
+Guarantees
+----------
+* **Exactly once per offset.** ``writer_progress`` holds the highest log offset whose
+  rows are committed (the watermark). A write skips every :class:`Applied` at or below
+  it and advances it in the same transaction as the rows, so replays, restarts and
+  at-least-once delivery never store anything twice, and a crash mid-write stores
+  nothing of that write. The watermark is advanced with a compare-and-set: a second
+  writer under the same ``name`` makes one of them fail and reload instead of
+  duplicating rows.
+* **Log order.** Items are written in offset order; an order's row reflects every
+  event up to the watermark; candles are merged in trade order.
+* **Read-your-writes.** :attr:`durable_offset` is the committed watermark and
+  :meth:`wait_for` returns once it reaches an offset, so the API can answer a query
+  about an order it has just placed.
+* **Nothing lost on failure.** A failed write is retried (with back-off) with the same
+  items; items are dropped only once committed, or at :meth:`stop` if it times out
+  (they are then replayed from the log at the next start, being above the watermark).
+
+Rows per event (times are the command's ``ts``)
+------------------------------------------------
+* ``OrderAccepted``: the order row (``NEW``) and an ``order_updates`` row.
+* ``TradeExecuted``: a ``trades`` row; ledger legs (buyer +base −notional, seller −base
+  +notional, each side's fee −fee, the fee account +fees); the 1m…1d candles; both
+  orders' executed lots and cumulative quote.
+* ``OrderPartiallyFilled`` / ``OrderFilled`` / ``OrderCanceled`` / ``OrderExpired``:
+  the order's status (``EXPIRED_IN_MATCH`` for self-trade prevention, as Binance) and
+  an ``order_updates`` row; ``OrderRested`` only the ``order_updates`` row.
+* ``OrderRejected`` with an order id: status ``REJECTED`` (with id 0, nothing).
+* ``Deposited`` / ``Withdrawn``: a ledger row. Other rejections: nothing.
+
+Costs
+-----
+* ``on_applied``: O(len(batch)) to queue; nothing else on the host's path.
+* One write per wake-up, of up to ``max_commands`` queued commands: one SELECT of the
+  orders it touches that earlier writes created (chunked by 500 ids), then in one
+  transaction one executemany per table (orders inserted, orders updated, order
+  updates, trades, ledger, candle upserts) and one watermark update. Orders and
+  candles are aggregated in memory first: one row write per touched order and per
+  touched candle per transaction, whatever the number of events.
+* Building the rows runs on the event loop: about a microsecond per row.
+* The queue is unbounded (the host must never wait for SQL); :attr:`backlog` tells how
+  many commands wait, for whoever wants to throttle or alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import operator
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from sqlalchemy import Dialect, Table, Update, bindparam, case, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Insert
+
+from investo.core.markets import Market
+from investo.core.messages import (
+    Deposited,
+    ExpireReason,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderRested,
+    OrderType,
+    Side,
+    TradeExecuted,
+    Withdrawn,
+)
+from investo.host import Applied
+from investo.markets import MarketSpec
+from investo.store.models import (
+    INTERVALS,
+    Amount,
+    Candle,
+    LedgerEntry,
+    Order,
+    OrderUpdate,
+    Trade,
+    WriterProgress,
+)
+
+__all__ = ["HistoryWriter", "WriterConflict", "WriterStats", "WriterStopped"]
+
+log = logging.getLogger(__name__)
+
+SIDE_NAMES: Final = {Side.BUY: "BUY", Side.SELL: "SELL"}
+MINUTE: Final = 60_000
+_ID_CHUNK: Final = 500
+_ORDER_EVENTS: Final = (
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRested,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+)
+
+_orders = cast(Table, Order.__table__)
+_progress = cast(Table, WriterProgress.__table__)
+_candles = cast(Table, Candle.__table__)
+_order_updates = cast(Table, OrderUpdate.__table__)
+_trades = cast(Table, Trade.__table__)
+_ledger = cast(Table, LedgerEntry.__table__)
+
+
+class WriterStopped(RuntimeError):
+    """The writer stopped before the awaited offset was committed."""
+
+
+class WriterConflict(RuntimeError):
+    """Another writer with the same name advanced the watermark first."""
+
+
+@dataclass
+class WriterStats:
+    commands: int = 0  # applied commands written (skipped duplicates not counted)
+    transactions: int = 0
+    rows: int = 0
+    seconds: float = 0.0  # time spent in writes, building rows included
+    failures: int = 0
+
+
+class _OrderState:
+    """What the writer tracks of one touched order within a transaction (mutable)."""
+
+    __slots__ = ("cum_quote", "executed", "new", "order_id", "status", "update_time")
+
+    def __init__(
+        self, order_id: int, status: str, executed: int, cum_quote: int, update_time: int, new: bool
+    ) -> None:
+        self.order_id = order_id
+        self.status = status
+        self.executed = executed
+        self.cum_quote = cum_quote
+        self.update_time = update_time
+        self.new = new
+
+
+class _Rows:
+    """The rows of one transaction, built from applied commands in offset order (no I/O)."""
+
+    def __init__(self, markets: Mapping[str, Market], fee_account: int, existing: dict[int, _OrderState]):
+        self.markets = markets
+        self.fee_account = fee_account
+        self.orders = existing  # order id -> state; new ones are added as accepted
+        self.new_orders: dict[int, dict[str, Any]] = {}
+        self.order_updates: list[dict[str, Any]] = []
+        self.trades: list[dict[str, Any]] = []
+        self.ledger: list[dict[str, Any]] = []
+        self.minutes: dict[tuple[str, int], list[int]] = {}  # (symbol, minute) -> o h l c v qv n
+        self.missing: set[int] = set()  # orders events name that history does not hold
+
+    # ------------------------------------------------------------------ events
+
+    def add(self, applied: Applied) -> None:
+        offset = applied.offset
+        ledger_idx = itertools.count()
+        update_idx = itertools.count()
+        for event in applied.events:
+            if isinstance(event, TradeExecuted):
+                self._trade(offset, event, ledger_idx)
+            elif isinstance(event, OrderFilled):
+                self._status(offset, next(update_idx), event, "FILLED", None)
+            elif isinstance(event, OrderPartiallyFilled):
+                self._status(offset, next(update_idx), event, "PARTIALLY_FILLED", None)
+            elif isinstance(event, OrderAccepted):
+                self._accepted(offset, next(update_idx), event)
+            elif isinstance(event, OrderRested):
+                self._status(offset, next(update_idx), event, None, None)
+            elif isinstance(event, OrderCanceled):
+                self._status(offset, next(update_idx), event, "CANCELED", event.reason.name)
+            elif isinstance(event, OrderExpired):
+                status = "EXPIRED_IN_MATCH" if event.reason == ExpireReason.SELF_TRADE else "EXPIRED"
+                self._status(offset, next(update_idx), event, status, event.reason.name)
+            elif isinstance(event, OrderRejected):
+                if event.order_id:  # 0: refused before an id was assigned, no order exists
+                    self._status(offset, next(update_idx), event, "REJECTED", event.code.name)
+            elif isinstance(event, Deposited):
+                self._leg(offset, ledger_idx, event.user, event.asset, event.amount, "deposit", event.ts)
+            elif isinstance(event, Withdrawn):
+                self._leg(offset, ledger_idx, event.user, event.asset, -event.amount, "withdraw", event.ts)
+
+    def _accepted(self, offset: int, idx: int, ev: OrderAccepted) -> None:
+        by_quote = ev.type == OrderType.MARKET and ev.side == Side.BUY and ev.qty == 0
+        self.new_orders[ev.order_id] = {
+            "order_id": ev.order_id,
+            "user_id": ev.user,
+            "symbol": ev.market,
+            "side": SIDE_NAMES[ev.side],
+            "type": ev.type.name,
+            "time_in_force": ev.tif.name,
+            "price_ticks": ev.price,
+            "orig_qty_lots": ev.qty,
+            "orig_quote_qty": ev.quote_limit if by_quote else 0,
+            "client_order_id": ev.client_order_id,
+            "stp_mode": ev.stp.name,
+            "time_ms": ev.ts,
+            "working_time_ms": ev.ts,
+        }
+        self.orders[ev.order_id] = _OrderState(ev.order_id, "NEW", 0, 0, ev.ts, new=True)
+        update = _update_row(offset, idx, ev.order_id, "NEW", 0, "OrderAccepted", None, ev.ts)
+        self.order_updates.append(update)
+
+    def _status(
+        self,
+        offset: int,
+        idx: int,
+        ev: OrderPartiallyFilled | OrderFilled | OrderRested | OrderCanceled | OrderExpired | OrderRejected,
+        status: str | None,
+        reason: str | None,
+    ) -> None:
+        state = self.orders.get(ev.order_id)
+        if state is None:
+            self.missing.add(ev.order_id)
+            return
+        if status is not None:
+            state.status = status
+        state.update_time = ev.ts
+        kind = type(ev).__name__
+        update = _update_row(offset, idx, ev.order_id, state.status, state.executed, kind, reason, ev.ts)
+        self.order_updates.append(update)
+
+    def _trade(self, offset: int, ev: TradeExecuted, ledger_idx: Iterator[int]) -> None:
+        market = self.markets[ev.market]
+        notional = ev.price * ev.qty * market.notional_unit
+        base = ev.qty * market.lot_units
+        ts = ev.ts
+        self.trades.append(
+            {
+                "symbol": ev.market,
+                "trade_id": ev.trade_id,
+                "price_ticks": ev.price,
+                "qty_lots": ev.qty,
+                "quote_qty": notional,
+                "time_ms": ts,
+                "taker_side": SIDE_NAMES[ev.taker_side],
+                "maker_order_id": ev.maker_order_id,
+                "taker_order_id": ev.taker_order_id,
+                "maker_user": ev.maker_user,
+                "taker_user": ev.taker_user,
+                "maker_fee": ev.maker_fee,
+                "taker_fee": ev.taker_fee,
+                "log_offset": offset,
+            }
+        )
+        for order_id in (ev.maker_order_id, ev.taker_order_id):
+            state = self.orders.get(order_id)
+            if state is not None:
+                state.executed += ev.qty
+                state.cum_quote += notional
+                state.update_time = ts
+        if ev.taker_side == Side.BUY:
+            buyer, buyer_fee, seller, seller_fee = ev.taker_user, ev.taker_fee, ev.maker_user, ev.maker_fee
+        else:
+            buyer, buyer_fee, seller, seller_fee = ev.maker_user, ev.maker_fee, ev.taker_user, ev.taker_fee
+        symbol, trade_id, quote, fees = ev.market, ev.trade_id, market.quote, buyer_fee + seller_fee
+        legs = [
+            (buyer, market.base, base, "trade"),
+            (buyer, quote, -notional, "trade"),
+            (seller, market.base, -base, "trade"),
+            (seller, quote, notional, "trade"),
+        ]
+        if buyer_fee:
+            legs.append((buyer, quote, -buyer_fee, "fee"))
+        if seller_fee:
+            legs.append((seller, quote, -seller_fee, "fee"))
+        if fees:
+            legs.append((self.fee_account, quote, fees, "fee"))
+        for user, asset, delta, reason in legs:
+            self._leg(offset, ledger_idx, user, asset, delta, reason, ts, symbol, trade_id)
+        key = (symbol, ts - ts % MINUTE)
+        candle = self.minutes.get(key)
+        price = ev.price
+        if candle is None:
+            self.minutes[key] = [price, price, price, price, ev.qty, notional, 1]
+        else:
+            if price > candle[1]:
+                candle[1] = price
+            if price < candle[2]:
+                candle[2] = price
+            candle[3] = price
+            candle[4] += ev.qty
+            candle[5] += notional
+            candle[6] += 1
+
+    def _leg(
+        self,
+        offset: int,
+        idx: Iterator[int],
+        user: int,
+        asset: str,
+        delta: int,
+        reason: str,
+        ts: int,
+        symbol: str | None = None,
+        ref: int | None = None,
+    ) -> None:
+        self.ledger.append(
+            {
+                "log_offset": offset,
+                "idx": next(idx),
+                "user_id": user,
+                "asset": asset,
+                "delta": delta,
+                "reason": reason,
+                "symbol": symbol,
+                "ref": ref,
+                "time_ms": ts,
+            }
+        )
+
+    # ------------------------------------------------------------------ results
+
+    def order_inserts(self) -> list[dict[str, Any]]:
+        rows = []
+        for order_id, row in self.new_orders.items():
+            state = self.orders[order_id]
+            row["status"] = state.status
+            row["executed_qty_lots"] = state.executed
+            row["cum_quote_qty"] = state.cum_quote
+            row["update_time_ms"] = state.update_time
+            rows.append(row)
+        return rows
+
+    def order_changes(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "b_order_id": s.order_id,
+                "b_status": s.status,
+                "b_executed": s.executed,
+                "b_cum_quote": s.cum_quote,
+                "b_update_time": s.update_time,
+            }
+            for s in self.orders.values()
+            if not s.new
+        ]
+
+    def candles(self) -> list[dict[str, Any]]:
+        """Every touched candle of every interval, merged from this transaction's minutes."""
+        merged: dict[tuple[str, str, int], list[int]] = {}
+        for (symbol, minute), m in self.minutes.items():  # in trade order
+            for name, length in INTERVALS.items():
+                key = (symbol, name, minute - minute % length)
+                c = merged.get(key)
+                if c is None:
+                    merged[key] = m.copy()
+                else:
+                    c[1] = max(c[1], m[1])
+                    c[2] = min(c[2], m[2])
+                    c[3] = m[3]
+                    c[4] += m[4]
+                    c[5] += m[5]
+                    c[6] += m[6]
+        return [
+            {
+                "symbol": symbol,
+                "interval": name,
+                "open_time_ms": open_time,
+                "open": c[0],
+                "high": c[1],
+                "low": c[2],
+                "close": c[3],
+                "volume": c[4],
+                "quote_volume": c[5],
+                "trades": c[6],
+                "close_time_ms": open_time + INTERVALS[name] - 1,
+            }
+            for (symbol, name, open_time), c in merged.items()
+        ]
+
+
+def _update_row(
+    offset: int, idx: int, order_id: int, status: str, executed: int, kind: str, reason: str | None, ts: int
+) -> dict[str, Any]:
+    return {
+        "log_offset": offset,
+        "idx": idx,
+        "order_id": order_id,
+        "status": status,
+        "executed_qty_lots": executed,
+        "kind": kind,
+        "reason": reason,
+        "time_ms": ts,
+    }
+
+
+def _referenced_orders(items: Sequence[Applied]) -> set[int]:
+    """Order ids the items touch that they do not create (their rows come from earlier writes)."""
+    created: set[int] = set()
+    touched: set[int] = set()
+    for applied in items:
+        for event in applied.events:
+            if isinstance(event, TradeExecuted):
+                touched.add(event.maker_order_id)
+                touched.add(event.taker_order_id)
+            elif isinstance(event, OrderAccepted):
+                created.add(event.order_id)
+            elif isinstance(event, _ORDER_EVENTS):
+                touched.add(event.order_id)
+    touched.discard(0)  # OrderRejected before an id was assigned
+    return touched - created
+
+
+def _candle_upsert(dialect: str) -> Insert:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    stmt: sqlite.Insert | postgresql.Insert
+    if dialect == "sqlite":
+        stmt = sqlite.insert(_candles)
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(_candles)
+    else:
+        raise ValueError(f"the history writer supports sqlite and postgresql, not {dialect}")
+    t = _candles.c
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[t.symbol, t.interval, t.open_time_ms],
+        set_={
+            "high": case((new.high > t.high, new.high), else_=t.high),
+            "low": case((new.low < t.low, new.low), else_=t.low),
+            "close": new.close,
+            "volume": t.volume + new.volume,
+            "quote_volume": t.quote_volume + new.quote_volume,
+            "trades": t.trades + new.trades,
+        },
+    )
+
+
+class _Bulk:
+    """One executemany statement, compiled once.
+
+    On SQLite the compiled SQL runs through the driver with plain tuples (SQLAlchemy's
+    per-row parameter processing would cost about as much as SQLite's own work; every
+    value here is an int, a str or None, which sqlite3 takes as is). Elsewhere the
+    statement runs the ordinary way, with each column type's bind processing.
+    """
+
+    def __init__(self, statement: Insert | Update, dialect: Dialect) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=dialect)
+        positions = compiled.positiontup
+        self.fast = dialect.name == "sqlite" and bool(positions)
+        self.sql = compiled.string
+        self.row = operator.itemgetter(*positions) if positions and len(positions) > 1 else None
+
+    async def run(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        if self.fast and self.row is not None:
+            await conn.exec_driver_sql(self.sql, list(map(self.row, rows)))
+        else:
+            await conn.execute(self.statement, rows)
+
+
+def _order_update_stmt() -> Update:
+    return (
+        update(_orders)
+        .where(_orders.c.order_id == bindparam("b_order_id"))
+        .values(
+            status=bindparam("b_status"),
+            executed_qty_lots=bindparam("b_executed"),
+            cum_quote_qty=bindparam("b_cum_quote", type_=Amount()),
+            update_time_ms=bindparam("b_update_time"),
+        )
+    )
+
+
+class HistoryWriter:
+    """Writes applied batches to SQL; a host Listener. See the module docstring."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        markets: Mapping[str, MarketSpec],
+        name: str = "embedded",
+        *,
+        fee_account: int = 0,
+        max_commands: int = 5_000,
+        retry_seconds: float = 0.2,
+        max_retry_seconds: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.name = name
+        self.stats = WriterStats()
+        self._markets: dict[str, Market] = {symbol: spec.core for symbol, spec in markets.items()}
+        self._fee_account = fee_account
+        self._max_commands = max_commands
+        self._retry_seconds = retry_seconds
+        self._max_retry_seconds = max_retry_seconds
+        self._pending: deque[Applied] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._loaded = False
+        self._durable = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by offset
+        self._waiter_seq = itertools.count()
+        dialect = engine.dialect
+        self._bulk = {
+            "orders": _Bulk(insert(_orders), dialect),
+            "order_changes": _Bulk(_order_update_stmt(), dialect),
+            "order_updates": _Bulk(insert(_order_updates), dialect),
+            "trades": _Bulk(insert(_trades), dialect),
+            "ledger": _Bulk(insert(_ledger), dialect),
+            "candles": _Bulk(_candle_upsert(dialect.name), dialect),
+        }
+
+    # ------------------------------------------------------------------ Listener
+
+    def on_applied(self, batch: Sequence[Applied]) -> None:
+        """Queue ``batch`` for writing; O(len(batch)), never waits (host callback)."""
+        if not batch or (self._loaded and batch[-1].offset <= self._durable):
+            return
+        self._pending.extend(batch)
+        self._wake.set()
+
+    @property
+    def durable_offset(self) -> int:
+        """The committed watermark: every applied command at or below it is in SQL (0 before loading)."""
+        return self._durable
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def backlog(self) -> int:
+        """Applied commands queued and not yet committed."""
+        return len(self._pending)
+
+    async def load_progress(self) -> int:
+        """Read (creating if absent) this writer's watermark; return it."""
+        async with self.engine.begin() as conn:
+            found = await conn.scalar(select(_progress.c.log_offset).where(_progress.c.name == self.name))
+            if found is None:
+                with contextlib.suppress(IntegrityError):
+                    async with conn.begin_nested():
+                        await conn.execute(insert(_progress).values(name=self.name, log_offset=0))
+                found = await conn.scalar(select(_progress.c.log_offset).where(_progress.c.name == self.name))
+        self._durable = int(found or 0)
+        self._loaded = True
+        while self._pending and self._pending[0].offset <= self._durable:
+            self._pending.popleft()
+        self._resolve_waiters()
+        return self._durable
+
+    def start(self) -> None:
+        """Start the background task; it first loads the watermark unless :meth:`load_progress` did."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name=f"history-writer-{self.name}")
+
+    async def stop(self, timeout: float | None = 30.0) -> None:
+        """Write what is queued (for at most ``timeout`` seconds), then stop; pending waits fail."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                log.warning("history writer %s stopped with %d commands unwritten", self.name, self.backlog)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for _, _, future in self._waiters:
+            if not future.done():
+                future.set_exception(WriterStopped(f"history writer {self.name} stopped"))
+        self._waiters.clear()
+
+    async def wait_for(self, offset: int) -> None:
+        """Return once everything up to ``offset`` is committed (raise WriterStopped if it stops first)."""
+        if offset <= self._durable:
+            return
+        if self._task is None:
+            raise WriterStopped(f"history writer {self.name} is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (offset, next(self._waiter_seq), future))
+        await future
+
+    async def flush(self) -> None:
+        """Return once everything queued so far is committed."""
+        if self._pending:
+            await self.wait_for(self._pending[-1].offset)
+
+    # ------------------------------------------------------------------ the task
+
+    async def _run(self) -> None:
+        delay = self._retry_seconds
+        while not self._loaded:
+            try:
+                await self.load_progress()
+            except Exception:
+                log.exception("history writer %s cannot read its progress; retrying", self.name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_retry_seconds)
+        delay = self._retry_seconds
+        while True:
+            if not self._pending:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            items = [self._pending.popleft() for _ in range(min(self._max_commands, len(self._pending)))]
+            try:
+                await self._write(items)
+                delay = self._retry_seconds
+            except Exception as error:
+                self.stats.failures += 1
+                self._pending.extendleft(reversed(items))
+                if isinstance(error, WriterConflict):
+                    log.warning("history writer %s: %s; reloading its progress", self.name, error)
+                    self._loaded = False
+                    with contextlib.suppress(Exception):
+                        await self.load_progress()
+                else:
+                    log.exception("history writer %s failed to write; retrying in %.1fs", self.name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_retry_seconds)
+
+    async def _write(self, items: Sequence[Applied]) -> None:
+        began = time.perf_counter()
+        fresh: list[Applied] = []
+        last = self._durable
+        for applied in items:  # drop what is stored, and duplicates within the queue
+            if applied.offset > last:
+                fresh.append(applied)
+                last = applied.offset
+        if not fresh:
+            return
+        async with self.engine.connect() as conn:
+            existing = await self._load_orders(conn, _referenced_orders(fresh))
+            rows = _Rows(self._markets, self._fee_account, existing)
+            for applied in fresh:
+                rows.add(applied)
+            if rows.missing:
+                log.warning(
+                    "history writer %s: offsets %d-%d name %d orders it never stored (e.g. %s): "
+                    "was the database created after the log's snapshot?",
+                    self.name, fresh[0].offset, last, len(rows.missing), sorted(rows.missing)[:5],
+                )  # fmt: skip
+            count = await self._store(conn, rows, last)
+            await conn.commit()
+        self._durable = last
+        self._resolve_waiters()
+        stats = self.stats
+        stats.commands += len(fresh)
+        stats.transactions += 1
+        stats.rows += count
+        stats.seconds += time.perf_counter() - began
+
+    async def _load_orders(self, conn: AsyncConnection, order_ids: set[int]) -> dict[int, _OrderState]:
+        states: dict[int, _OrderState] = {}
+        ids = sorted(order_ids)
+        c = _orders.c
+        for start in range(0, len(ids), _ID_CHUNK):
+            result = await conn.execute(
+                select(c.order_id, c.status, c.executed_qty_lots, c.cum_quote_qty, c.update_time_ms).where(
+                    c.order_id.in_(ids[start : start + _ID_CHUNK])
+                )
+            )
+            for order_id, status, executed, cum_quote, update_time in result:
+                states[order_id] = _OrderState(order_id, status, executed, cum_quote, update_time, new=False)
+        return states
+
+    async def _store(self, conn: AsyncConnection, rows: _Rows, last: int) -> int:
+        """Write ``rows`` and advance the watermark to ``last`` (compare-and-set); return rows written."""
+        moved = await conn.execute(
+            update(_progress)
+            .where(_progress.c.name == self.name, _progress.c.log_offset == self._durable)
+            .values(log_offset=last)
+        )
+        if moved.rowcount != 1:
+            await conn.rollback()
+            raise WriterConflict(f"the watermark of {self.name!r} is no longer {self._durable}")
+        count = 0
+        bulk = self._bulk
+        for name, params in (
+            ("orders", rows.order_inserts()),
+            ("order_changes", rows.order_changes()),
+            ("order_updates", rows.order_updates),
+            ("trades", rows.trades),
+            ("ledger", rows.ledger),
+            ("candles", rows.candles()),
+        ):
+            if params:
+                await bulk[name].run(conn, params)
+                count += len(params)
+        return count
+
+    def _resolve_waiters(self) -> None:
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= self._durable:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():
+                future.set_result(None)

@@ -1,0 +1,622 @@
+"""The SQL history: migrations, the HistoryWriter fed by a real Exchange, and the API's queries.
+
+A scripted session (deposits, resting limits, a cross, a cancel, market orders by
+quantity and by quote amount, a self-trade-prevention expiry, rejections, a
+withdrawal, a quiet gap of several minutes) runs through
+:class:`investo.core.exchange.Exchange`; its ``Applied`` batches are fed to the writer
+exactly as the host would, and the rows are checked against the engine's own state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from investo.core.exchange import Exchange
+from investo.core.messages import (
+    CancelOrder,
+    Command,
+    Deposit,
+    OrderAccepted,
+    OrderType,
+    PlaceOrder,
+    Side,
+    StpMode,
+    TimeInForce,
+    Withdraw,
+)
+from investo.host import Applied
+from investo.markets import MarketSpec, load_markets
+from investo.store import queries
+from investo.store.db import make_engine
+from investo.store.migrate import current_revision, upgrade, upgrade_async
+from investo.store.models import OPEN_STATUS_SQL, Base, LedgerEntry, Order, OrderUpdate, Trade
+from investo.store.writer import HistoryWriter, WriterStopped
+
+SYMBOL = "TATAINR"
+T0 = 1_700_000_040_000  # a minute boundary (1_700_000_040_000 % 60_000 == 0)
+MIN = 60_000
+BUY, SELL = Side.BUY, Side.SELL
+LIMIT, MARKET, LIMIT_MAKER = OrderType.LIMIT, OrderType.MARKET, OrderType.LIMIT_MAKER
+GTC, IOC = TimeInForce.GTC, TimeInForce.IOC
+PEM = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n"
+    "-----END PUBLIC KEY-----\n"
+)
+
+ALICE, BOB, CAROL, DAVE = 1, 2, 3, 4
+USERS = (0, ALICE, BOB, CAROL, DAVE)
+
+
+@dataclass
+class Session:
+    """Runs commands through a real Exchange and keeps the Applied records the host would emit."""
+
+    markets: dict[str, MarketSpec]
+    exchange: Exchange = field(init=False)
+    applied: list[Applied] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.exchange = Exchange({s: spec.core for s, spec in self.markets.items()})
+
+    def run(self, command: Command) -> Applied:
+        applied = Applied(len(self.applied) + 1, command, self.exchange.apply(command))
+        self.applied.append(applied)
+        return applied
+
+    def place(
+        self,
+        ts: int,
+        user: int,
+        side: Side,
+        price: int,
+        qty: int,
+        *,
+        type: OrderType = LIMIT,
+        tif: TimeInForce = GTC,
+        quote_qty: int = 0,
+        client_id: str = "",
+        stp: StpMode = StpMode.EXPIRE_MAKER,
+    ) -> int:
+        """Place an order; return its id (0 if the accounts engine refused it)."""
+        command = PlaceOrder(ts, user, SYMBOL, side, type, tif, price, qty, quote_qty, client_id, stp)
+        applied = self.run(command)
+        return next((e.order_id for e in applied.events if isinstance(e, OrderAccepted)), 0)
+
+
+@dataclass
+class Script:
+    session: Session
+    ids: dict[str, int]
+
+
+def scripted_session() -> Script:
+    """The session every test reads (prices in ticks of 0.05 INR; INR in paise)."""
+    s = Session(load_markets(None))
+    ids: dict[str, int] = {}
+    s.run(Deposit(T0, ALICE, "INR", 10_000_000))  # 100,000.00 INR
+    s.run(Deposit(T0, BOB, "TATA", 100))
+    s.run(Deposit(T0, BOB, "INR", 1_000_000))
+    s.run(Deposit(T0, CAROL, "INR", 1_000_000))
+    s.run(Deposit(T0, DAVE, "TATA", 50))
+    # minute 0: two asks rest, Alice's bid crosses both (two trades, one taker, two prices)
+    ids["ask1"] = s.place(T0 + 1_000, BOB, SELL, 19_000, 10, client_id="s1")  # 950.00
+    ids["ask2"] = s.place(T0 + 2_000, BOB, SELL, 19_020, 5, client_id="s2")  # 951.00
+    ids["cross"] = s.place(T0 + 3_000, ALICE, BUY, 19_020, 12)
+    # Carol's bid rests, then is canceled
+    ids["carol_bid"] = s.place(T0 + 4_000, CAROL, BUY, 18_800, 3, client_id="c1")
+    s.run(CancelOrder(T0 + 5_000, CAROL, SYMBOL, ids["carol_bid"]))
+    # minute 1: a market buy by quantity takes 2 of ask2 (left: 1)
+    ids["mkt_qty"] = s.place(T0 + MIN + 1_000, ALICE, BUY, 0, 2, type=MARKET, tif=IOC)
+    # minute 4 (quiet minutes 2 and 3): Dave's two asks at one price, one taker takes both
+    ids["dave1"] = s.place(T0 + 4 * MIN + 1_000, DAVE, SELL, 19_100, 2)
+    ids["dave2"] = s.place(T0 + 4 * MIN + 2_000, DAVE, SELL, 19_100, 3)
+    # Carol's market buy by quote amount: ask2's last lot at 951.00, then 5 at 955.00, then out of liquidity
+    ids["mkt_quote"] = s.place(
+        T0 + 4 * MIN + 3_000, CAROL, BUY, 0, 0, type=MARKET, tif=IOC, quote_qty=900_000
+    )
+    # self-trade prevention: Bob's resting bid is expired by his own sell (EXPIRE_MAKER); the sell rests
+    ids["bob_bid"] = s.place(T0 + 4 * MIN + 4_000, BOB, BUY, 18_000, 1)
+    ids["bob_ask"] = s.place(T0 + 4 * MIN + 5_000, BOB, SELL, 18_000, 1)
+    # rejections: unfunded (no id, no row); LIMIT_MAKER that would take (id, REJECTED row)
+    ids["unfunded"] = s.place(T0 + 4 * MIN + 6_000, CAROL, SELL, 19_000, 1_000)
+    ids["maker_taking"] = s.place(T0 + 4 * MIN + 7_000, ALICE, BUY, 18_000, 1, type=LIMIT_MAKER)
+    # Alice reuses a finished order's client id ("s1" was Bob's; "a1" is hers twice)
+    ids["a1_first"] = s.place(T0 + 4 * MIN + 8_000, ALICE, BUY, 17_000, 1, client_id="a1")
+    s.run(CancelOrder(T0 + 4 * MIN + 9_000, ALICE, SYMBOL, 0, "a1"))
+    ids["a1_second"] = s.place(T0 + 4 * MIN + 10_000, ALICE, BUY, 17_100, 1, client_id="a1")
+    s.run(Withdraw(T0 + 4 * MIN + 11_000, ALICE, "INR", 100_000))
+    s.exchange.check_invariants()
+    return Script(s, ids)
+
+
+def batches(applied: list[Applied], size: int) -> list[list[Applied]]:
+    return [applied[i : i + size] for i in range(0, len(applied), size)]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    await upgrade_async(url)
+    db = make_engine(url)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+def script() -> Script:
+    return scripted_session()
+
+
+async def write_all(engine: AsyncEngine, applied: list[Applied], size: int = 4) -> HistoryWriter:
+    writer = HistoryWriter(engine, load_markets(None))
+    await writer.load_progress()
+    writer.start()
+    for batch in batches(applied, size):
+        writer.on_applied(batch)
+    await writer.wait_for(applied[-1].offset)
+    await writer.stop()
+    return writer
+
+
+@pytest.fixture
+async def written(engine: AsyncEngine, script: Script) -> Script:
+    await write_all(engine, script.session.applied)
+    return script
+
+
+async def count(engine: AsyncEngine, model: type[Base]) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(model)) or 0)
+
+
+# --------------------------------------------------------------------------------
+# Migrations and engines
+# --------------------------------------------------------------------------------
+
+
+async def test_migrations_create_exactly_the_models(engine: AsyncEngine) -> None:
+    def diff(conn: Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+    assert await current_revision(engine) == "0001"
+
+
+async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'again.db'}"
+    upgrade(url)  # from inside this test's event loop: runs on a helper thread
+    upgrade(url)
+    db = make_engine(url)
+    try:
+        assert await current_revision(db) == "0001"
+        async with db.connect() as conn:
+            assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
+            assert await conn.scalar(text("PRAGMA synchronous")) == 1  # NORMAL
+            assert await conn.scalar(text("PRAGMA foreign_keys")) == 1
+    finally:
+        await db.dispose()
+
+
+async def test_in_memory_database_migrates_through_its_engine() -> None:
+    db = make_engine("sqlite://")
+    try:
+        await upgrade_async(db)
+        user_id, _ = await queries.register_user(db, "mem", PEM)
+        assert user_id == 1
+    finally:
+        await db.dispose()
+
+
+def test_unsupported_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        make_engine("mysql://x@y/z")
+
+
+# --------------------------------------------------------------------------------
+# The writer: orders, trades, ledger
+# --------------------------------------------------------------------------------
+
+
+async def test_orders_have_their_final_status_and_quantities(engine: AsyncEngine, written: Script) -> None:
+    ids = written.ids
+
+    async def order(name: str, user: int) -> queries.OrderRow:
+        row = await queries.get_order(engine, user, SYMBOL, ids[name])
+        assert row is not None, name
+        return row
+
+    expect = {  # name: (user, status, executed lots, cum quote in paise)
+        "ask1": (BOB, "FILLED", 10, 10 * 19_000 * 5),
+        "ask2": (BOB, "FILLED", 5, 5 * 19_020 * 5),
+        "cross": (ALICE, "FILLED", 12, 10 * 19_000 * 5 + 2 * 19_020 * 5),
+        "carol_bid": (CAROL, "CANCELED", 0, 0),
+        "mkt_qty": (ALICE, "FILLED", 2, 2 * 19_020 * 5),
+        "dave1": (DAVE, "FILLED", 2, 2 * 19_100 * 5),
+        "dave2": (DAVE, "FILLED", 3, 3 * 19_100 * 5),
+        "mkt_quote": (CAROL, "EXPIRED", 6, 1 * 19_020 * 5 + 5 * 19_100 * 5),
+        "bob_bid": (BOB, "EXPIRED_IN_MATCH", 0, 0),
+        "bob_ask": (BOB, "NEW", 0, 0),
+        "maker_taking": (ALICE, "REJECTED", 0, 0),
+        "a1_first": (ALICE, "CANCELED", 0, 0),
+        "a1_second": (ALICE, "NEW", 0, 0),
+    }
+    for name, (user, status, executed, cum_quote) in expect.items():
+        row = await order(name, user)
+        assert (row.user_id, row.status, row.executed_qty_lots, row.cum_quote_qty) == (
+            user,
+            status,
+            executed,
+            cum_quote,
+        ), name
+    quote_buy = await order("mkt_quote", CAROL)
+    assert (quote_buy.type, quote_buy.orig_qty_lots, quote_buy.orig_quote_qty) == ("MARKET", 0, 900_000)
+    assert (quote_buy.time_in_force, quote_buy.side, quote_buy.price_ticks) == ("IOC", "BUY", 0)
+    ask1 = await order("ask1", BOB)
+    assert (ask1.client_order_id, ask1.time_ms, ask1.update_time_ms) == ("s1", T0 + 1_000, T0 + 3_000)
+    assert ask1.working_time_ms == T0 + 1_000 and ask1.stp_mode == "EXPIRE_MAKER"
+    # the unfunded order got no id and has no row; every accepted order has one
+    assert written.ids["unfunded"] == 0
+    accepted = sum(isinstance(e, OrderAccepted) for a in written.session.applied for e in a.events)
+    assert await count(engine, Order) == accepted
+
+
+async def test_order_updates_record_every_state_change(engine: AsyncEngine, written: Script) -> None:
+    updates = await queries.order_updates(engine, written.ids["ask2"])
+    assert [(u.kind, u.status, u.executed_qty_lots) for u in updates] == [
+        ("OrderAccepted", "NEW", 0),
+        ("OrderRested", "NEW", 0),
+        ("OrderPartiallyFilled", "PARTIALLY_FILLED", 2),
+        ("OrderPartiallyFilled", "PARTIALLY_FILLED", 4),
+        ("OrderFilled", "FILLED", 5),
+    ]
+    expired = await queries.order_updates(engine, written.ids["bob_bid"])
+    assert [(u.kind, u.status, u.reason) for u in expired][-1] == (
+        "OrderExpired",
+        "EXPIRED_IN_MATCH",
+        "SELF_TRADE",
+    )
+
+
+async def test_trades_match_the_engine(engine: AsyncEngine, written: Script) -> None:
+    trades = await queries.recent_trades(engine, SYMBOL, 100)
+    assert [(t.trade_id, t.price_ticks, t.qty_lots, t.taker_side) for t in trades] == [
+        (1, 19_000, 10, "BUY"),
+        (2, 19_020, 2, "BUY"),
+        (3, 19_020, 2, "BUY"),
+        (4, 19_020, 1, "BUY"),
+        (5, 19_100, 2, "BUY"),
+        (6, 19_100, 3, "BUY"),
+    ]
+    assert all(t.quote_qty == t.price_ticks * t.qty_lots * 5 for t in trades)
+    assert [t.trade_id for t in await queries.recent_trades(engine, SYMBOL, 2)] == [5, 6]
+    assert await queries.recent_trades(engine, "ZOMATOINR", 10) == []
+
+
+async def test_ledger_agrees_with_the_accounts_engine(engine: AsyncEngine, written: Script) -> None:
+    accounts = written.session.exchange.accounts
+    for user in USERS:
+        engine_totals = {asset: a + r for asset, (a, r) in accounts.balances(user).items() if a + r}
+        assert await queries.ledger_balances(engine, user) == engine_totals, f"user {user}"
+    fee_inr = (await queries.ledger_balances(engine, 0))["INR"]
+    trade_rows = await queries.recent_trades(engine, SYMBOL, 100)
+    assert fee_inr > 0 and fee_inr == accounts.balance(0, "INR")[0]
+    async with engine.connect() as conn:
+        total = await conn.scalar(select(func.sum(LedgerEntry.delta)).where(LedgerEntry.reason != "withdraw"))
+        assert total == 10_000_000 + 1_000_000 + 1_000_000 + 100 + 50  # trades and fees move value only
+        legs = await conn.scalar(
+            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.ref.is_not(None))
+        )
+        assert legs == 7 * len(trade_rows)  # 4 trade legs + 2 fees paid + the fee account's credit
+
+
+async def test_my_trades_are_from_the_users_side(engine: AsyncEngine, written: Script) -> None:
+    alice = await queries.my_trades(engine, ALICE, SYMBOL)
+    assert [(t.trade_id, t.order_id, t.is_buyer, t.is_maker) for t in alice] == [
+        (1, written.ids["cross"], True, False),
+        (2, written.ids["cross"], True, False),
+        (3, written.ids["mkt_qty"], True, False),
+    ]
+    assert alice[0].commission == 10 * 19_000 * 5 * 20 // 10_000  # taker fee, 20 bps
+    bob = await queries.my_trades(engine, BOB, SYMBOL)
+    assert [(t.trade_id, t.is_buyer, t.is_maker) for t in bob] == [
+        (1, False, True),
+        (2, False, True),
+        (3, False, True),
+        (4, False, True),
+    ]
+    assert bob[0].commission == 10 * 19_000 * 5 * 10 // 10_000  # maker fee, 10 bps
+    # paging: from an id, by time, most recent
+    assert [t.trade_id for t in await queries.my_trades(engine, BOB, SYMBOL, from_id=3)] == [3, 4]
+    assert [t.trade_id for t in await queries.my_trades(engine, BOB, SYMBOL, limit=2)] == [3, 4]
+    assert [t.trade_id for t in await queries.my_trades(engine, BOB, SYMBOL, from_id=1, limit=2)] == [1, 2]
+    later = await queries.my_trades(engine, BOB, SYMBOL, start_ms=T0 + MIN)
+    assert [t.trade_id for t in later] == [3, 4]
+    early = await queries.my_trades(engine, BOB, SYMBOL, start_ms=T0, end_ms=T0 + MIN - 1)
+    assert [t.trade_id for t in early] == [1, 2]
+    assert await queries.my_trades(engine, BOB, SYMBOL, start_ms=T0 + 10 * MIN) == []
+
+
+async def test_agg_trades_join_fills_of_one_taker_at_one_price(engine: AsyncEngine, written: Script) -> None:
+    aggs = await queries.agg_trades(engine, SYMBOL)
+    assert [(a.agg_id, a.price_ticks, a.qty_lots, a.first_trade_id, a.last_trade_id) for a in aggs] == [
+        (1, 19_000, 10, 1, 1),
+        (2, 19_020, 2, 2, 2),  # same price as trade 3, but another taker
+        (3, 19_020, 2, 3, 3),
+        (4, 19_020, 1, 4, 4),
+        (5, 19_100, 5, 5, 6),  # Carol's market buy took Dave's two asks at 955.00
+    ]
+    assert not any(a.is_buyer_maker for a in aggs)
+    assert aggs[-1].time_ms == T0 + 4 * MIN + 3_000
+    assert [a.agg_id for a in await queries.agg_trades(engine, SYMBOL, limit=2)] == [4, 5]
+    assert [a.agg_id for a in await queries.agg_trades(engine, SYMBOL, from_id=2, limit=2)] == [2, 3]
+    assert [a.agg_id for a in await queries.agg_trades(engine, SYMBOL, from_id=6)] == []  # inside aggregate 5
+    by_time = await queries.agg_trades(engine, SYMBOL, start_ms=T0 + MIN, end_ms=T0 + 4 * MIN + 3_000)
+    assert [a.agg_id for a in by_time] == [3, 4, 5]
+
+
+async def test_klines_fill_quiet_intervals_with_the_previous_close(
+    engine: AsyncEngine, written: Script
+) -> None:
+    now = T0 + 6 * MIN + 30_000
+    rows = await queries.klines(engine, SYMBOL, "1m", T0, None, 500, now)
+    assert [(k.open_time_ms - T0) // MIN for k in rows] == [0, 1, 2, 3, 4, 5, 6]
+    assert [(k.open, k.high, k.low, k.close, k.volume, k.trades) for k in rows] == [
+        (19_000, 19_020, 19_000, 19_020, 12, 2),
+        (19_020, 19_020, 19_020, 19_020, 2, 1),
+        (19_020, 19_020, 19_020, 19_020, 0, 0),  # filled
+        (19_020, 19_020, 19_020, 19_020, 0, 0),  # filled
+        (19_020, 19_100, 19_020, 19_100, 6, 3),
+        (19_100, 19_100, 19_100, 19_100, 0, 0),  # filled up to now
+        (19_100, 19_100, 19_100, 19_100, 0, 0),
+    ]
+    assert rows[0].quote_volume == (10 * 19_000 + 2 * 19_020) * 5
+    assert rows[0].close_time_ms == T0 + MIN - 1
+    # the most recent intervals, ending at end_ms; a window inside a quiet spell is filled from its seed
+    recent = await queries.klines(engine, SYMBOL, "1m", None, T0 + 3 * MIN, 2, now)
+    assert [((k.open_time_ms - T0) // MIN, k.close, k.volume) for k in recent] == [
+        (2, 19_020, 0),
+        (3, 19_020, 0),
+    ]
+    # before the first trade nothing is invented; higher intervals merge the minutes
+    assert await queries.klines(engine, SYMBOL, "1m", T0 - 10 * MIN, T0 - MIN, 500, now) == []
+    first_hour = await queries.klines(engine, SYMBOL, "1h", T0 - 59 * MIN, None, 1, now)
+    assert [(k.open, k.high, k.low, k.close, k.volume, k.trades) for k in first_hour] == [
+        (19_000, 19_100, 19_000, 19_100, 20, 6)
+    ]
+    assert await queries.klines(engine, "ZOMATOINR", "1m", None, None, 10, now) == []
+    with pytest.raises(ValueError, match="interval"):
+        await queries.klines(engine, SYMBOL, "2m", None, None, 10, now)
+
+
+async def test_ticker_24h(engine: AsyncEngine, written: Script) -> None:
+    now = T0 + 4 * MIN + 30_000
+    t = await queries.ticker_24h(engine, SYMBOL, now)
+    assert (t.open_price, t.high_price, t.low_price, t.last_price, t.last_qty) == (
+        19_000,
+        19_100,
+        19_000,
+        19_100,
+        3,
+    )
+    assert (t.volume, t.count, t.first_id, t.last_id) == (20, 6, 1, 6)
+    assert t.quote_volume == sum(x.quote_qty for x in await queries.recent_trades(engine, SYMBOL, 100))
+    assert (t.open_time_ms, t.close_time_ms) == (now - 86_400_000, now)
+    # a day later the first minute has left the window (it falls in the partial first minute)
+    later = await queries.ticker_24h(engine, SYMBOL, T0 + 86_400_000 + 30_000)
+    assert (later.first_id, later.volume, later.open_price, later.prev_close_price) == (3, 8, 19_020, 19_020)
+    quiet = await queries.ticker_24h(engine, SYMBOL, T0 + 3 * 86_400_000)
+    assert (quiet.count, quiet.first_id, quiet.volume, quiet.last_price, quiet.open_price) == (
+        0,
+        -1,
+        0,
+        19_100,
+        19_100,
+    )
+    never = await queries.ticker_24h(engine, "ZOMATOINR", now)
+    assert (never.last_price, never.count, never.last_id) == (0, 0, -1)
+
+
+async def test_open_all_and_lookup_by_client_id(engine: AsyncEngine, written: Script) -> None:
+    ids = written.ids
+    assert [o.order_id for o in await queries.open_orders(engine, BOB, SYMBOL)] == [ids["bob_ask"]]
+    assert [o.order_id for o in await queries.open_orders(engine, ALICE)] == [ids["a1_second"]]
+    assert await queries.open_orders(engine, CAROL, None) == []
+    latest = await queries.get_order(engine, ALICE, SYMBOL, client_order_id="a1")
+    assert latest is not None and latest.order_id == ids["a1_second"]
+    assert await queries.get_order(engine, BOB, SYMBOL, order_id=ids["cross"]) is None  # Alice's
+    alice_ids = [ids[n] for n in ("cross", "mkt_qty", "maker_taking", "a1_first", "a1_second")]
+    assert [o.order_id for o in await queries.all_orders(engine, ALICE, SYMBOL)] == alice_ids
+    assert [o.order_id for o in await queries.all_orders(engine, ALICE, SYMBOL, limit=2)] == alice_ids[-2:]
+    assert [o.order_id for o in await queries.all_orders(engine, ALICE, SYMBOL, alice_ids[1], limit=2)] == (
+        alice_ids[1:3]
+    )
+    in_time = await queries.all_orders(engine, ALICE, SYMBOL, None, T0 + MIN, T0 + 4 * MIN + 7_000)
+    assert [o.order_id for o in in_time] == alice_ids[1:3]
+
+
+async def test_open_orders_use_the_partial_index(engine: AsyncEngine, written: Script) -> None:
+    query = f"EXPLAIN QUERY PLAN SELECT order_id FROM orders WHERE user_id = 1 AND {OPEN_STATUS_SQL}"
+    async with engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in await conn.execute(text(query)))
+    assert "ix_orders_open" in plan
+
+
+# --------------------------------------------------------------------------------
+# The writer: idempotency, coalescing, read-your-writes
+# --------------------------------------------------------------------------------
+
+
+async def table_counts(engine: AsyncEngine) -> list[int]:
+    return [await count(engine, m) for m in (Order, OrderUpdate, Trade, LedgerEntry)]
+
+
+async def test_feeding_everything_twice_stores_nothing_twice(engine: AsyncEngine, script: Script) -> None:
+    applied = script.session.applied
+    writer = HistoryWriter(engine, load_markets(None))
+    await writer.load_progress()
+    writer.start()
+    for batch in batches(applied, 5):
+        writer.on_applied(batch)
+        writer.on_applied(batch)  # at-least-once delivery: the same batch again at once
+    await writer.wait_for(applied[-1].offset)
+    once = await table_counts(engine)
+    candles_once = await queries.klines(engine, SYMBOL, "1m", T0, None, 10, T0 + 5 * MIN)
+    writer.on_applied(applied)  # a full replay
+    await writer.stop()
+    assert await table_counts(engine) == once
+    # a new writer (a restart) replays everything: still nothing new, candles unchanged
+    again = await write_all(engine, applied, size=7)
+    assert again.durable_offset == applied[-1].offset and again.stats.commands == 0
+    assert await table_counts(engine) == once
+    assert await queries.klines(engine, SYMBOL, "1m", T0, None, 10, T0 + 5 * MIN) == candles_once
+
+
+async def test_a_restart_in_the_middle_continues_where_it_stopped(
+    engine: AsyncEngine, script: Script
+) -> None:
+    applied = script.session.applied
+    half = len(applied) // 2
+    await write_all(engine, applied[:half], size=3)
+    await write_all(engine, applied, size=3)  # replays the first half, writes the rest
+    reference = make_engine("sqlite://")
+    try:
+        await upgrade_async(reference)
+        await write_all(reference, applied, size=len(applied))
+        assert await table_counts(engine) == await table_counts(reference)
+        for user in USERS:
+            assert await queries.ledger_balances(engine, user) == await queries.ledger_balances(
+                reference, user
+            )
+        assert await queries.klines(engine, SYMBOL, "1m", T0, None, 10, T0 + 5 * MIN) == await queries.klines(
+            reference, SYMBOL, "1m", T0, None, 10, T0 + 5 * MIN
+        )
+    finally:
+        await reference.dispose()
+
+
+async def test_two_writers_with_one_name_never_duplicate(engine: AsyncEngine, script: Script) -> None:
+    applied = script.session.applied
+    first, second = (HistoryWriter(engine, load_markets(None), retry_seconds=0.01) for _ in range(2))
+    await first.load_progress()
+    await second.load_progress()  # both believe the watermark is 0
+    first.start()
+    first.on_applied(applied)
+    await first.wait_for(applied[-1].offset)
+    second.start()
+    second.on_applied(applied)  # its compare-and-set fails; it reloads and skips everything
+    await asyncio.wait_for(second.wait_for(applied[-1].offset), 5)
+    await first.stop()
+    await second.stop()
+    assert second.stats.failures == 1 and second.stats.commands == 0
+    reference = await table_counts(engine)
+    assert reference[2] == 6  # six trades, once
+
+
+async def test_batches_queued_together_are_written_in_one_transaction(
+    engine: AsyncEngine, script: Script
+) -> None:
+    applied = script.session.applied
+    writer = HistoryWriter(engine, load_markets(None))
+    await writer.load_progress()
+    for batch in batches(applied, 2):  # queued before the task runs: coalesced
+        writer.on_applied(batch)
+    assert writer.backlog == len(applied)
+    writer.start()
+    await writer.flush()
+    assert writer.stats.transactions == 1 and writer.stats.commands == len(applied)
+    assert writer.durable_offset == applied[-1].offset and writer.backlog == 0
+    await writer.stop()
+
+
+async def test_wait_for_returns_after_commit_and_fails_when_stopped(
+    engine: AsyncEngine, script: Script
+) -> None:
+    applied = script.session.applied
+    writer = HistoryWriter(engine, load_markets(None))
+    writer.start()
+    waiter = asyncio.create_task(writer.wait_for(3))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    writer.on_applied(applied[:3])
+    await asyncio.wait_for(waiter, 5)
+    assert writer.durable_offset == 3
+    assert await queries.get_order(engine, BOB, SYMBOL, 1) is None  # offset 6 not written yet
+    pending = asyncio.create_task(writer.wait_for(999))
+    await asyncio.sleep(0.01)
+    await writer.stop()
+    with pytest.raises(WriterStopped):
+        await pending
+    with pytest.raises(WriterStopped):
+        await writer.wait_for(10)
+    await writer.wait_for(2)  # already committed: returns at once
+
+
+# --------------------------------------------------------------------------------
+# Users, keys, demo claims
+# --------------------------------------------------------------------------------
+
+
+async def test_users_and_keys(engine: AsyncEngine) -> None:
+    alice, key1 = await queries.register_user(engine, "alice", PEM, "laptop", now_ms=1_000)
+    bob, _ = await queries.register_user(engine, "bob", PEM)
+    assert (alice, bob) == (1, 2)  # ids start at 1: 0 is the fee account
+    assert len(key1) == 32
+    with pytest.raises(queries.NameTaken):
+        await queries.register_user(engine, "alice", PEM)
+    user = await queries.user_by_name(engine, "alice")
+    assert user is not None and (user.id, user.created_ms) == (alice, 1_000)
+    assert await queries.get_user(engine, 99) is None
+
+    assert await queries.key_lookup(engine, key1) == (alice, PEM)
+    key2 = await queries.add_key(engine, alice, PEM, "bot", now_ms=2_000)
+    with pytest.raises(queries.UnknownUser):
+        await queries.add_key(engine, 99, PEM)
+    keys = await queries.list_keys(engine, alice)
+    assert [(k.key_id, k.label, k.revoked_ms) for k in keys] == [(key1, "laptop", None), (key2, "bot", None)]
+    assert not await queries.revoke_key(engine, bob, key1)  # not bob's
+    assert await queries.revoke_key(engine, alice, key1, now_ms=3_000)
+    assert not await queries.revoke_key(engine, alice, key1)  # already revoked
+    assert await queries.key_lookup(engine, key1) is None
+    assert await queries.key_lookup(engine, "no-such-key") is None
+    assert [k.revoked_ms for k in await queries.list_keys(engine, alice)] == [3_000, None]
+    assert {k for k, _, _ in await queries.active_keys(engine)} == {key2} | {
+        k.key_id for k in await queries.list_keys(engine, bob)
+    }
+
+
+async def test_demo_claims_count_per_day(engine: AsyncEngine) -> None:
+    day = 86_400_000
+    await queries.record_demo_claim(engine, 1, "INR", 500, 10 * day - 1)  # yesterday
+    await queries.record_demo_claim(engine, 1, "INR", 300, 10 * day + 5)
+    await queries.record_demo_claim(engine, 1, "INR", 200, 10 * day + 9)
+    await queries.record_demo_claim(engine, 1, "TATA", 7, 10 * day + 9)
+    await queries.record_demo_claim(engine, 2, "INR", 1, 10 * day + 9)
+    assert await queries.demo_claimed_today(engine, 1, "INR", 10 * day) == 500
+    assert await queries.demo_claimed_today(engine, 1, "TATA", 10 * day) == 7
+    assert await queries.demo_claimed_today(engine, 3, "INR", 10 * day) == 0
+
+
+async def test_a_database_younger_than_the_log_is_written_with_a_warning(
+    engine: AsyncEngine, script: Script, caplog: pytest.LogCaptureFixture
+) -> None:
+    applied = script.session.applied
+    tail = [a for a in applied if a.offset > 10]  # as after a snapshot at offset 10 with a fresh database
+    writer = HistoryWriter(engine, load_markets(None))
+    writer.start()
+    writer.on_applied(tail)
+    await asyncio.wait_for(writer.wait_for(applied[-1].offset), 5)
+    await writer.stop()
+    assert "never stored" in caplog.text
+    assert writer.durable_offset == applied[-1].offset
+    assert len(await queries.recent_trades(engine, SYMBOL, 100)) == 4  # trades 3..6 happened after offset 10
