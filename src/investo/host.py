@@ -29,7 +29,6 @@ commands.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -68,6 +67,9 @@ class Listener(Protocol):
     def durable_offset(self) -> int | None:
         """The offset this listener has made durable, or None if it keeps nothing durable."""
         ...
+
+
+_STOP = None  # queued by stop(): the run loop finishes what is before it, then returns
 
 
 class HostStopped(RuntimeError):
@@ -119,7 +121,8 @@ class EngineHost:
         self._since_snapshot = 0
         self._pending_snapshot: tuple[int, bytes] | None = None
         self._listeners: list[Listener] = []
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._accepting = False
         self._task: asyncio.Task[None] | None = None
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.on_batch: BatchObserver | None = None
@@ -130,8 +133,17 @@ class EngineHost:
         self._listeners.append(listener)
 
     async def recover(self, progress: ReplayProgress | None = None, page: int = 5_000) -> int:
-        """Load the latest snapshot and replay the log tail; return entries replayed."""
+        """Load the latest snapshot and replay the log tail; return entries replayed.
+
+        If a listener's durable state is older than the snapshot (its database was
+        lost or replaced) and the log still starts at offset 1, the snapshot is
+        ignored and the whole log replayed, so that listener misses nothing.
+        """
         snapshot = await self.log.latest_snapshot()
+        behind = [d for d in self._durable_offsets() if snapshot is None or d < snapshot[0]]
+        if snapshot is not None and behind and await self.log.first_offset() == 1:
+            log.warning("a listener is behind the snapshot at %d: replaying the whole log", snapshot[0])
+            snapshot = None
         if snapshot is not None:
             offset, data = snapshot
             self.exchange = Exchange.restore(self.markets, data)
@@ -145,29 +157,38 @@ class EngineHost:
                 break
             batch = [self._apply(o, COMMAND_DECODER.decode(p), replayed=True) for o, p in entries]
             self._notify(batch)
-            self._last_ts = max(self._last_ts, batch[-1].command.ts)
             done += len(batch)
             if progress:
                 progress(done, total)
+        if last:  # time never runs backwards across a restart, whatever the clock says
+            _, payload = (await self.log.read(last - 1, 1))[0]
+            self._last_ts = max(self._last_ts, COMMAND_DECODER.decode(payload).ts)
         return done
 
     def start(self) -> None:
         if self._task is None:
+            self._accepting = True
             self._task = asyncio.create_task(self._run(), name="engine-host")
 
-    async def stop(self) -> None:
-        """Stop taking commands; pending ones fail with HostStopped. Persist a snapshot."""
+    async def stop(self, flush_timeout: float = 10.0) -> None:
+        """Stop taking commands, finish those queued, let listeners flush, persist a snapshot."""
+        self._accepting = False
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._queue.put_nowait(_STOP)
+            await self._task
             self._task = None
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
-            if not pending.future.done():
-                pending.future.set_exception(HostStopped("the exchange is shutting down"))
+        for listener in self._listeners:
+            flush = getattr(listener, "flush", None)
+            if flush is not None:
+                try:
+                    await asyncio.wait_for(flush(), flush_timeout)
+                except Exception:
+                    log.exception("listener %r did not flush", listener)
         self._take_snapshot()
         await self._persist_snapshot()
+
+    def _durable_offsets(self) -> list[int]:
+        return [d for d in (listener.durable_offset for listener in self._listeners) if d is not None]
 
     # ------------------------------------------------------------------ commands
 
@@ -177,7 +198,7 @@ class EngineHost:
         The command is stamped with the time and encoded here, so a command that
         cannot be encoded fails alone, before it can touch a batch.
         """
-        if self._task is None or self._task.done():
+        if not self._accepting:
             raise HostStopped("the exchange is not running")
         ts = max(self._clock_ms(), self._last_ts)
         self._last_ts = ts
@@ -196,10 +217,22 @@ class EngineHost:
         await future
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+        """Take queued commands in batches until the stop marker; then return."""
+        stopping = False
+        while not stopping:
+            batch: list[_Pending] = []
+            item = await self._queue.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                assert item is not None
+                batch.append(item)
+                if len(batch) >= self._max_batch or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if not batch:
+                continue
             try:
                 await self._process(batch)
             except Exception as error:  # a log failure: the batch's fate is unknown
@@ -281,7 +314,7 @@ class EngineHost:
         pending = self._pending_snapshot
         if pending is None:
             return
-        durable = [d for d in (listener.durable_offset for listener in self._listeners) if d is not None]
+        durable = self._durable_offsets()
         if durable and min(durable) < pending[0]:
             return  # a listener has not yet stored what this snapshot would let us skip
         await self.log.save_snapshot(*pending)
