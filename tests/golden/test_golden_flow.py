@@ -37,8 +37,8 @@ USERS = range(1, 9)
 # Pinned: change only together with a deliberate change of the engines' behaviour.
 GOLDEN_COMMANDS = 6_000
 GOLDEN_TRADES = 1725
-GOLDEN_EVENTS = 15977
-GOLDEN_HASH = "83aadad0c87009c4aeca70b7a6a24c19641366ca121a38fd3fc4283af3043eef"
+GOLDEN_EVENTS = 15983
+GOLDEN_HASH = "b509f5f36202e66caef5d8b890e7ebd699fe4041abbf9b747ab9ac8408d0c73b"
 
 
 def golden_flow(seed: int = 20261125, n: int = GOLDEN_COMMANDS) -> list[Command]:

@@ -14,6 +14,10 @@ Ordering invariant
 * A LIMIT_MAKER order that would take is rejected (``WOULD_TAKE``).
 * A ``(user, client_order_id)`` names at most one open order; a second
   ``OrderAccepted`` with the same pair is rejected, never executed.
+* Order ids are never reused (the accounts engine assigns each once); an
+  ``OrderAccepted`` whose id is open is rejected. A cancelled order's id may still
+  sit in a queue (lazy cancel), so a reused id would inherit its stale place:
+  the engine relies on the accounts engine here rather than checking.
 * Only the owner cancels; cancelling an order that is not open is rejected.
 * Self-trade prevention follows the taker's mode (Binance's EXPIRE_TAKER,
   EXPIRE_MAKER, EXPIRE_BOTH, NONE).
@@ -134,6 +138,8 @@ class MatchingEngine:
             return self._reject(rec, RejectCode.INVALID_ORDER, events)
         side = rec.side
         is_market = rec.type == MARKET
+        if is_market and rec.qty <= 0 and (side != BUY or rec.quote_limit <= 0):
+            return self._reject(rec, RejectCode.INVALID_ORDER, events)  # neither lots nor a budget
         if is_market:
             limit_key = UNBOUNDED
         else:
@@ -331,6 +337,9 @@ class MatchingEngine:
 
     def _cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
         mine = sorted(oid for oid, entry in self._orders.items() if entry[1] == rec.user)
+        if not mine:
+            self.seq += 1
+            return [CancelRejected(self.seq, rec.ts, rec.market, rec.user, 0, "", UNKNOWN_ORDER)]
         return [self._remove_resting(oid, self._orders[oid], rec.ts, CancelReason.CANCEL_ALL) for oid in mine]
 
     def _remove_resting(self, order_id: int, entry: Entry, ts: int, reason: CancelReason) -> OrderCanceled:
