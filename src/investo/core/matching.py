@@ -42,6 +42,7 @@ Complexity
 from __future__ import annotations
 
 import hashlib
+import heapq
 from typing import Any
 
 import msgspec
@@ -140,6 +141,8 @@ class MatchingEngine:
         is_market = rec.type == MARKET
         if is_market and rec.qty <= 0 and (side != BUY or rec.quote_limit <= 0):
             return self._reject(rec, RejectCode.INVALID_ORDER, events)  # neither lots nor a budget
+        if not is_market and rec.qty <= 0:
+            return self._reject(rec, RejectCode.INVALID_QUANTITY, events)
         if is_market:
             limit_key = UNBOUNDED
         else:
@@ -294,33 +297,30 @@ class MatchingEngine:
     # ------------------------------------------------------------------ checks
 
     def _fok_fillable(self, rec: OrderAccepted, limit_key: int, qty: int) -> bool:
-        """Whether a limit order's ``qty`` lots would all fill at once in ``_take``."""
+        """Whether a limit order's ``qty`` lots would all fill at once in ``_take``.
+
+        Without STP a level offers its whole depth. With STP the level's orders are
+        walked in time order as ``_take`` would meet them: the taker's own orders are
+        skipped (EXPIRE_MAKER) or end the walk (EXPIRE_TAKER, EXPIRE_BOTH).
+        """
         side = self._sides[1 - rec.side]
         for key in side.keys_best_first():
             if key > limit_key:
-                break
+                return False
             if rec.stp == StpMode.NONE:
-                lots = side.depth[key]
-            else:
-                fillable = self._fillable_at(rec, side, key)
-                if fillable is None:
+                qty -= side.depth[key]
+                if qty <= 0:
+                    return True
+                continue
+            for order_id in side.orders_at(key, self._orders):
+                lots, user, _, _, _ = self._orders[order_id]
+                if user != rec.user:
+                    qty -= lots
+                    if qty <= 0:
+                        return True
+                elif rec.stp != StpMode.EXPIRE_MAKER:
                     return False  # matching would stop at the taker's own order
-                lots = fillable
-            qty -= lots
-            if qty <= 0:
-                return True
         return False
-
-    def _fillable_at(self, rec: OrderAccepted, side: BookSide, key: int) -> int | None:
-        """Lots the taker can take at one level under STP; None if it would expire."""
-        lots = 0
-        for order_id in side.orders_at(key, self._orders):
-            qty, user, _, _, _ = self._orders[order_id]
-            if user != rec.user:
-                lots += qty
-            elif rec.stp != StpMode.EXPIRE_MAKER:
-                return None
-        return lots
 
     # ------------------------------------------------------------------ cancels
 
@@ -400,12 +400,20 @@ class MatchingEngine:
         return self._sides[SELL].best_key()
 
     def depth(self, levels: int | None = None) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """Aggregated (price, lots) levels, best first: (bids, asks)."""
+        """Aggregated (price, lots) levels, best first: (bids, asks).
+
+        O(L log L) for the whole book, O(L log levels) for the best ``levels``.
+        """
         out: list[list[tuple[int, int]]] = []
         for side in self._sides:
-            keys = side.keys_best_first()[:levels]
+            keys = side.keys_best_first() if levels is None else heapq.nsmallest(levels, side.depth)
             out.append([(side.price(k), side.depth[k]) for k in keys])
         return out[0], out[1]
+
+    def level(self, side: Side, price: int) -> int:
+        """The open lots at ``price`` on ``side`` (0 when there is no such level). O(1)."""
+        book = self._sides[side]
+        return book.depth.get(book.sign * price, 0)
 
     def open_order(self, order_id: int) -> OpenOrder | None:
         entry = self._orders.get(order_id)
