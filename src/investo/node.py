@@ -3,8 +3,9 @@
 ``Node`` wires the parts the REST API needs and owns their lifecycle:
 
 * start: migrate the database, open the log, load the writer's progress, rebuild
-  the engines from the latest snapshot plus the log tail (with progress), start
-  the writer and the host;
+  the engines from the latest snapshot plus the log tail (with progress), seed
+  market data (candles from SQL, depth ids from the engines), start the writer
+  and the host;
 * stop: stop taking commands, write a snapshot, flush the writer, close everything.
 
 Registered API keys are cached in memory (``key id -> (user id, public key)``)
@@ -27,6 +28,7 @@ from investo.api.limits import RateLimits
 from investo.host import BatchObserver, EngineHost, ReplayProgress
 from investo.log import open_log
 from investo.log.base import Log
+from investo.marketdata import MarketData
 from investo.markets import MarketSpec
 from investo.security.signing import ReplayGuard, RequestVerifier, load_public_key
 from investo.store import queries
@@ -48,6 +50,8 @@ class NodeConfig:
     snapshot_every: int = 50_000
     demo_limits: Mapping[str, int] = field(default_factory=dict)  # asset -> units per day
     clock_ms: Callable[[], int] = wall_clock_ms
+    ws_queue_limit: int = 1_000  # messages queued per WebSocket client before it is dropped
+    market_tick_seconds: float = 1.0  # candle roll-over and 24h tickers
 
 
 def default_demo_limits(markets: Mapping[str, MarketSpec]) -> dict[str, int]:
@@ -80,6 +84,7 @@ class Node:
         self.user_locks: dict[int, asyncio.Lock] = {}
         self.rate_limits: RateLimits | None = None  # set by the HTTP app
         self.on_batch: BatchObserver | None = None  # metrics hook, set by the HTTP app
+        self.market_data = MarketData(self.markets, self.clock_ms, tick_seconds=config.market_tick_seconds)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -99,8 +104,13 @@ class Node:
             snapshot_every=self.config.snapshot_every,
         )
         self.host.add_listener(self.writer)
+        host = self.host
+        self.market_data.attach(lambda: host.exchange)
+        self.host.add_listener(self.market_data)
         self.host.on_batch = self.on_batch
         replayed = await self.host.recover(progress)
+        await self.writer.wait_for(self.host.applied_offset)  # candles are seeded from SQL
+        await self.market_data.start(self.db)
         await self._load_keys()
         self.host.start()
         self.started_ms = self.clock_ms()
@@ -109,6 +119,7 @@ class Node:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.market_data.stop()
         if self.host is not None:
             await self.host.stop()
         if self.writer is not None:

@@ -1,4 +1,5 @@
-"""The HTTP application: Binance spot v3 REST, Investo's own endpoints, health and metrics.
+"""The HTTP application: Binance spot v3 REST and WebSocket streams, Investo's own endpoints,
+health and metrics.
 
 ``create_app(node)`` builds a FastAPI app around a :class:`~investo.node.Node`.
 Every error leaves as Binance's ``{"code": …, "msg": …}`` with its HTTP status;
@@ -32,6 +33,7 @@ from investo.api import errors, investo_routes, public, trading
 from investo.api.limits import RateLimits
 from investo.node import Node
 from investo.security.signing import API_KEY_HEADER
+from investo.ws import mount_ws
 
 log = logging.getLogger("investo.api")
 
@@ -181,6 +183,13 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
     app.include_router(public.router(node))
     app.include_router(trading.router(node))
     app.include_router(investo_routes.router(node))
+    mount_ws(
+        app,
+        node.market_data.hub,
+        lambda: node.market_data.streams,
+        queue_limit=node.config.ws_queue_limit,
+        on_count=metrics.ws_clients.set,
+    )
 
     @app.get("/health", tags=["operations"])
     async def health() -> Any:

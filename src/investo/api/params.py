@@ -70,7 +70,7 @@ class Params:
             if default is None:
                 raise errors.missing(name)
             return default
-        if not _INTEGER.match(value):
+        if not _INTEGER.fullmatch(value):
             raise errors.illegal_chars(name, f"{low}-{high}")
         number = int(value)
         if not low <= number <= high:
@@ -83,7 +83,7 @@ class Params:
     def decimal_text(self, name: str) -> str:
         """A plain non-negative decimal string (Binance's '^([0-9]{1,20})(\\.[0-9]{1,20})?$')."""
         value = self.text(name)
-        if not _DECIMAL.match(value):
+        if not _DECIMAL.fullmatch(value):
             raise errors.illegal_chars(name, DECIMAL_RANGE)
         return value
 
@@ -102,7 +102,7 @@ class Params:
 
     def client_order_id(self, name: str) -> str | None:
         value = self.optional_text(name)
-        if value is not None and not _CLIENT_ORDER_ID.match(value):
+        if value is not None and not _CLIENT_ORDER_ID.fullmatch(value):
             raise errors.illegal_chars(name, "^[\\.A-Z\\:/a-z0-9_-]{1,36}$")
         return value
 

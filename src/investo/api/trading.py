@@ -147,7 +147,7 @@ def view_of_row(spec: MarketSpec, row: Any) -> formats.OrderView:
         client_order_id=row.client_order_id,
         side=row.side,
         type=row.type,
-        time_in_force=row.time_in_force,
+        time_in_force=row.time_in_force if row.type == "LIMIT" else "GTC",  # as view_of_accepted shows it
         price=row.price_ticks,
         orig_qty=row.orig_qty_lots,
         orig_quote_qty=row.orig_quote_qty,
@@ -278,9 +278,9 @@ def router(node: Node) -> APIRouter:
         rows = await queries.my_trades(
             node.db, call.user_id, spec.symbol, p.optional_integer("startTime"),
             p.optional_integer("endTime"), p.optional_integer("fromId"), p.integer("limit", 500, 1, 1000),
+            p.optional_integer("orderId"),
         )  # fmt: skip
-        order_id = p.optional_integer("orderId")
-        return [my_trade_json(spec, r) for r in rows if order_id is None or r.order_id == order_id]
+        return [my_trade_json(spec, r) for r in rows]
 
     @api.get("/api/v3/account", openapi_extra=param_docs("omitZeroBalances", signed=True))
     async def account(request: Request) -> Any:

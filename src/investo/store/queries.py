@@ -90,6 +90,7 @@ __all__ = [
     "register_user",
     "revoke_key",
     "ticker_24h",
+    "trade_id_range",
     "user_by_name",
 ]
 
@@ -534,8 +535,12 @@ async def my_trades(
     end_ms: int | None = None,
     from_id: int | None = None,
     limit: int = 500,
+    order_id: int | None = None,
 ) -> list[MyTrade]:
-    """The user's trades in ``symbol`` from its side, oldest first (a self-trade gives two rows)."""
+    """The user's trades in ``symbol`` from its side, oldest first (a self-trade gives two rows).
+
+    With ``order_id``, only that order's trades (filtered before ``limit`` applies).
+    """
     c = _trades.c
     async with engine.connect() as conn:
         found = await _id_range(conn, symbol, start_ms, end_ms)
@@ -548,6 +553,8 @@ async def my_trades(
         rows: list[MyTrade] = []
         for is_maker in (True, False):
             user_col = c.maker_user if is_maker else c.taker_user
+            order_col = c.maker_order_id if is_maker else c.taker_order_id
+            of_order = () if order_id is None else (order_col == order_id,)
             query = (
                 select(
                     c.trade_id,
@@ -559,7 +566,7 @@ async def my_trades(
                     c.time_ms,
                     c.taker_side,
                 )
-                .where(user_col == user_id, c.symbol == symbol, *_id_bounds(c.trade_id, low, high))
+                .where(user_col == user_id, c.symbol == symbol, *of_order, *_id_bounds(c.trade_id, low, high))
                 .order_by(c.trade_id if oldest_first else c.trade_id.desc())
                 .limit(limit)
             )
@@ -766,6 +773,24 @@ async def klines(
         out.append(candle)
         close = candle.close
     return out
+
+
+async def trade_id_range(
+    engine: AsyncEngine, symbol: str, start_ms: int, end_ms: int
+) -> tuple[int, int] | None:
+    """The first and last trade ids of ``symbol`` in ``[start_ms, end_ms]``, or None if none traded."""
+    t = _trades.c
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(func.min(t.trade_id), func.max(t.trade_id)).where(
+                    t.symbol == symbol, t.time_ms >= start_ms, t.time_ms <= end_ms
+                )
+            )
+        ).first()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
 
 
 async def ticker_24h(engine: AsyncEngine, symbol: str, now_ms: int | None = None) -> Ticker24h:
