@@ -24,7 +24,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,7 +31,6 @@ import investo
 from investo.api import errors, investo_routes, public, trading
 from investo.api.limits import RateLimits
 from investo.node import Node
-from investo.security.signing import API_KEY_HEADER
 from investo.ws import mount_ws
 
 log = logging.getLogger("investo.api")
@@ -128,9 +126,6 @@ class Guard:
         client = scope.get("client")
         self.limits.per_ip.hit(client[0] if client else "unknown", now)
         if path == "/api/v3/order" and scope["method"] == "POST":
-            key = Headers(scope=scope).get(API_KEY_HEADER)
-            if key:
-                self.limits.orders_per_key.hit(key, now)
             self.metrics.orders.inc()
 
     def _observe(self, scope: Scope, path: str, status: int, elapsed: float) -> None:

@@ -167,6 +167,8 @@ def router(node: Node) -> APIRouter:
     async def new_order(request: Request) -> Any:
         """Place an order (LIMIT, LIMIT_MAKER, MARKET by quantity or quoteOrderQty)."""
         call = await verify(node, request)
+        if node.rate_limits:  # counted per key only once the signature proves who sent it
+            node.rate_limits.orders_per_key.hit(call.key_id, node.clock_ms())
         spec = call.params.symbol(node.markets)
         command, quote_qty = _order_command(spec, call.user_id, call.params)
         resp_type = _response_type(call.params, command.type)

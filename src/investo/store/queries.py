@@ -570,10 +570,10 @@ async def my_trades(
                 .order_by(c.trade_id if oldest_first else c.trade_id.desc())
                 .limit(limit)
             )
-            for trade_id, order_id, price, qty, quote, fee, ts, taker_side in await conn.execute(query):
+            for trade_id, its_order, price, qty, quote, fee, ts, taker_side in await conn.execute(query):
                 is_buyer = (taker_side == "SELL") if is_maker else (taker_side == "BUY")
                 rows.append(
-                    MyTrade(symbol, trade_id, order_id, price, qty, quote, fee, ts, is_buyer, is_maker)
+                    MyTrade(symbol, trade_id, its_order, price, qty, quote, fee, ts, is_buyer, is_maker)
                 )
     rows.sort(key=lambda t: (t.trade_id, not t.is_maker))
     return rows[:limit] if oldest_first else rows[-limit:]

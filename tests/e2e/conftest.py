@@ -1,0 +1,74 @@
+"""Fixtures of the end-to-end suite (the machinery is in harness.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from harness import SYMBOLS, Account, Api, Server, new_user, start_server
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """A failed test's report ends with what every running server printed."""
+    report = yield
+    if report.failed:
+        for server in Server._all:
+            if server.running:
+                report.sections.append((f"investo up on port {server.port} (last lines)", server.tail()))
+    return report
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kill_leftover_servers() -> Iterator[None]:
+    yield
+    for server in Server._all:
+        server.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """A factory of servers for one test (each killed at the test's end)."""
+    made: list[Server] = []
+
+    def make(*args: str, start: bool = True) -> Server:
+        server = Server(tmp_path / f"data{len(made)}", *args)
+        made.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for a whole module of read-mostly tests."""
+    running = start_server(tmp_path_factory)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def api(server: Server) -> Iterator[Api]:
+    client = Api(server.base_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def make_user(server: Server, api: Api) -> Iterator[Callable[..., Account]]:
+    """A factory of fresh funded users on the module's server; their orders are canceled after."""
+    made: list[Account] = []
+
+    def make(*, funded: bool = True) -> Account:
+        account = new_user(server.base_url, funded=funded)
+        made.append(account)
+        return account
+
+    yield make
+    if server.running:
+        for account in made:
+            for symbol in SYMBOLS:
+                api.signed("DELETE", "/api/v3/openOrders", account, {"symbol": symbol})
