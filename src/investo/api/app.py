@@ -13,9 +13,10 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -36,6 +37,13 @@ from investo.ws import mount_ws
 log = logging.getLogger("investo.api")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class FastJSON(JSONResponse):
+    """JSON rendered with orjson (our endpoints return plain dicts and lists, no models)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class Metrics:
@@ -152,7 +160,7 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
         version=investo.__version__,
         description="A real-time exchange speaking Binance's spot API v3. Signed endpoints take Ed25519 "
         "signatures exactly as Binance does (`X-MBX-APIKEY`, `timestamp`, `recvWindow`, `signature`).",
-        default_response_class=ORJSONResponse,
+        default_response_class=FastJSON,
     )
     metrics = Metrics(node)
     rate_limits = limits or RateLimits.default()
@@ -193,7 +201,7 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
         body: dict[str, Any] = {"status": "ok" if ready else "starting", "live": True, "ready": ready}
         if ready and node.host is not None:
             body["offset"] = node.host.applied_offset
-        return ORJSONResponse(body, status_code=200 if ready else 503)
+        return FastJSON(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"])
     async def prometheus() -> Response:
@@ -204,4 +212,4 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
 
 
 def _error_response(error: errors.ApiError) -> Response:
-    return ORJSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
+    return FastJSON(error.body(), status_code=error.status, headers=error.headers or None)
