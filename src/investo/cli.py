@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -40,11 +41,58 @@ def up(
     rate_limit: Annotated[int, typer.Option(help="Requests per minute per IP (0: none).")] = 60_000,
     order_limit: Annotated[int, typer.Option(help="Orders per 10 s per API key (0: none).")] = 10_000,
     log_level: Annotated[str, typer.Option(help="debug logs one line per request.")] = "warning",
+    bots: Annotated[
+        bool, typer.Option("--bots/--no-bots", help="Run the built-in market makers and traders.")
+    ] = True,
 ) -> None:
     """Start the whole exchange in one process (embedded mode: SQLite, no other service)."""
     from investo.server import UpOptions, run
 
-    run(UpOptions(host, port, data_dir, markets, snapshot_every, rate_limit, order_limit, log_level))
+    options = UpOptions(host, port, data_dir, markets, snapshot_every, rate_limit, order_limit, log_level)
+    options.bots = bots
+    run(options)
+
+
+@app.command()
+def marketmaker(
+    url: Annotated[str, typer.Option(help="The running exchange.")] = "http://127.0.0.1:8000",
+    seed: Annotated[int, typer.Option(help="Seeds every random choice of the bots.")] = 1,
+    makers: Annotated[int, typer.Option(help="Market makers per market.")] = 2,
+    traders: Annotated[int, typer.Option(help="Noise traders per market.")] = 2,
+    rate: Annotated[float, typer.Option(help="Orders per second of each noise trader.")] = 1.5,
+    levels: Annotated[int, typer.Option(help="Price levels per side of each maker.")] = 5,
+    spread: Annotated[int, typer.Option(help="Least best-bid to best-ask distance, in ticks.")] = 4,
+    spacing: Annotated[int, typer.Option(help="Ticks between two levels of one side.")] = 2,
+    size: Annotated[int, typer.Option(help="Lots of a maker's first level.")] = 5,
+    symbol: Annotated[list[str] | None, typer.Option(help="Only these markets (repeatable).")] = None,
+    markets: Annotated[
+        Path | None, typer.Option(help="Markets TOML file for initial prices (default: built-in).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Keep bot keys here and reuse them next time.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug shows every refused order.")] = "warning",
+) -> None:
+    """Run the built-in market makers and noise traders against any Investo, until Ctrl-C."""
+    import logging
+
+    from investo.bots import BotConfig, BotFleet
+    from investo.markets import MarketConfigError, load_markets
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = BotConfig(
+            seed=seed, makers=makers, traders=traders, trader_rate=rate, levels=levels,
+            spread_ticks=spread, level_spacing_ticks=spacing, order_lots=size, state_dir=state_dir,
+        )  # fmt: skip
+        specs = load_markets(markets)
+    except (ValueError, MarketConfigError) as error:
+        raise typer.BadParameter(str(error)) from None
+    prices = {s: spec.initial_price for s, spec in specs.items() if spec.initial_price is not None}
+    fleet = BotFleet(url, config, initial_prices=prices, symbols=symbol or None)
+    typer.echo(f"bots trading on {url} (seed {seed}); Ctrl-C stops them and cancels their orders")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(fleet.run())
 
 
 @user_app.command("create")

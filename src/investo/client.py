@@ -27,11 +27,12 @@ from investo.security.signing import API_KEY_HEADER, public_key_to_pem, sign_par
 class ApiError(Exception):
     """An error answer of the API: Binance's ``code`` and ``msg``, and the HTTP status."""
 
-    def __init__(self, status: int, code: int, msg: str) -> None:
+    def __init__(self, status: int, code: int, msg: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {msg} (HTTP {status})")
         self.status = status
         self.code = code
         self.msg = msg
+        self.retry_after = retry_after  # seconds, from a 429's ``Retry-After`` header
 
 
 class InvestoClient:
@@ -132,6 +133,18 @@ class InvestoClient:
     async def account(self) -> Any:
         return await self.signed("GET", "/api/v3/account")
 
+    async def trades(self, symbol: str, limit: int = 500) -> Any:
+        """Recent trades of a market, oldest first (public)."""
+        return await self.public("GET", "/api/v3/trades", symbol=symbol, limit=limit)
+
+    async def my_trades(self, symbol: str, **params: Any) -> Any:
+        """Your trades in a market (signed)."""
+        return await self.signed("GET", "/api/v3/myTrades", symbol=symbol, **params)
+
+    async def book_ticker(self, symbol: str) -> Any:
+        """Best bid and ask of a market, with their quantities (public)."""
+        return await self.public("GET", "/api/v3/ticker/bookTicker", symbol=symbol)
+
 
 def _clean(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
@@ -143,7 +156,19 @@ def _answer(response: httpx.Response) -> Any:
     except ValueError:
         raise ApiError(response.status_code, -1000, response.text[:200]) from None
     if response.status_code >= 400:
+        retry_after = _retry_after(response)
         if isinstance(body, dict) and "code" in body:
-            raise ApiError(response.status_code, int(body["code"]), str(body.get("msg", "")))
-        raise ApiError(response.status_code, -1000, str(body)[:200])
+            raise ApiError(response.status_code, int(body["code"]), str(body.get("msg", "")), retry_after)
+        raise ApiError(response.status_code, -1000, str(body)[:200], retry_after)
     return body
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (HTTP-date forms are ignored), or None."""
+    text = response.headers.get("Retry-After")
+    if text is None:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        return None

@@ -1,15 +1,20 @@
 """`investo up`: the whole exchange in one process (embedded mode).
 
 The node starts inside the HTTP server's lifespan: migrations, log, replay of
-the log tail (with a progress bar on a terminal), then the API answers. Ctrl-C
-or SIGTERM stops taking orders, writes a snapshot and closes the log; a kill -9
-loses nothing acknowledged, because every acknowledged command is in the log.
+the log tail (with a progress bar on a terminal), then the API answers. Unless
+``bots`` is off (``--no-bots``), the built-in bots (:mod:`investo.bots`) then start as a
+task of the same event loop and trade over loopback HTTP like any client; they stop
+before the node does. Ctrl-C or SIGTERM stops taking orders, writes a snapshot and
+closes the log; a kill -9 loses nothing acknowledged, because every acknowledged
+command is in the log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from investo.api.app import create_app
 from investo.api.limits import RateLimits
 from investo.host import ReplayProgress
-from investo.markets import load_markets
+from investo.markets import MarketSpec, load_markets
 from investo.node import Node, NodeConfig
 
 
@@ -35,6 +40,9 @@ class UpOptions:
     rate_limit_per_minute: int = 60_000
     orders_per_10s: int = 10_000
     log_level: str = "warning"
+    ws_queue_limit: int = 1_000
+    ws_ping_seconds: float = 20.0
+    bots: bool = True  # run the built-in market makers and noise traders (investo.bots)
 
 
 @contextmanager
@@ -61,9 +69,42 @@ def replay_progress() -> Iterator[ReplayProgress]:
     yield on_pipe
 
 
+def loopback_url(options: UpOptions) -> str:
+    """Where in-process clients reach this server: its own address, or 127.0.0.1 for a wildcard."""
+    host = options.host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{options.port}"
+
+
+def start_bots(options: UpOptions, markets: Mapping[str, MarketSpec]) -> asyncio.Task[None]:
+    """The built-in bots as a task of this process, talking to the API over loopback HTTP.
+
+    Their identities live in ``<data dir>/bots`` so a restart reuses them and cancels what
+    they left in the book; they do not cancel on stop (the API stops answering first).
+    """
+    from investo.bots import BotConfig, BotFleet
+
+    config = BotConfig(state_dir=options.data_dir / "bots", cancel_on_stop=False)
+    prices = {s: spec.initial_price for s, spec in markets.items() if spec.initial_price is not None}
+    fleet = BotFleet(loopback_url(options), config, initial_prices=prices)
+    return asyncio.create_task(fleet.run(), name="investo-bots")
+
+
 def build_app(options: UpOptions) -> FastAPI:
     markets = load_markets(options.markets_file)
-    node = Node(NodeConfig(data_dir=options.data_dir, markets=markets, snapshot_every=options.snapshot_every))
+    node = Node(
+        NodeConfig(
+            data_dir=options.data_dir,
+            markets=markets,
+            snapshot_every=options.snapshot_every,
+            ws_queue_limit=options.ws_queue_limit,
+        )
+    )
     limits = RateLimits.default(options.rate_limit_per_minute, options.orders_per_10s)
 
     @asynccontextmanager
@@ -72,13 +113,19 @@ def build_app(options: UpOptions) -> FastAPI:
             replayed = await node.start(progress)
         base = f"http://{options.host}:{options.port}"
         print(
-            f"Investo is up: API {base}/api/v3  docs {base}/docs  data {options.data_dir.resolve()}"
+            f"Investo is up: API {base}/api/v3  streams ws://{options.host}:{options.port}/ws  "
+            f"docs {base}/docs  data {options.data_dir.resolve()}"
             + (f"  (replayed {replayed} log entries)" if replayed else ""),
             flush=True,
         )
+        bots = start_bots(options, markets) if options.bots else None
         try:
             yield
         finally:
+            if bots is not None:
+                bots.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bots
             await node.stop()
 
     app = create_app(node, limits)
@@ -96,5 +143,7 @@ def run(options: UpOptions) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        ws_ping_interval=options.ws_ping_seconds,  # ping frames; a client that stops answering
+        ws_ping_timeout=options.ws_ping_seconds,  # within this time is dropped
     )
     uvicorn.Server(config).run()
