@@ -16,6 +16,8 @@ app = typer.Typer(help="Investo: a real-time stock exchange you can run.", no_ar
 app.add_typer(bench_app, name="bench")
 user_app = typer.Typer(help="Accounts on a running Investo.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+candles_app = typer.Typer(help="The candles table of the SQL history.", no_args_is_help=True)
+app.add_typer(candles_app, name="candles")
 
 
 @app.callback()
@@ -131,6 +133,40 @@ def user_create(
     typer.echo(
         f"user {answer['name']} (id {answer['userId']}) api key {answer['apiKey']}; private key in {path}"
     )
+
+
+@candles_app.command("rebuild")
+def candles_rebuild(
+    data_dir: Annotated[Path, typer.Option(help="The data dir of the (stopped) server.")] = Path(
+        "investo-data"
+    ),
+    database_url: Annotated[
+        str | None, typer.Option(help="The history database (default: history.db in the data dir).")
+    ] = None,
+) -> None:
+    """Recompute every candle from the trades table (idempotent; run with the server stopped)."""
+    import sys
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from investo.store.migrate import upgrade
+    from investo.store.rebuild import rebuild_candles
+
+    url = database_url or f"sqlite:///{data_dir / 'history.db'}"
+    if database_url is None and not (data_dir / "history.db").exists():
+        typer.echo(f"no history database in {data_dir}", err=True)
+        raise typer.Exit(1)
+    upgrade(url)
+    if sys.stdout.isatty():
+        columns = (TextColumn("rebuilding candles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task("rebuild", total=None)
+            written = asyncio.run(
+                rebuild_candles(url, lambda done, total: bar.update(task, completed=done, total=total))
+            )
+    else:
+        written = asyncio.run(rebuild_candles(url))
+    typer.echo(f"rebuilt {written} candles")
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from investo.host import BatchObserver, EngineHost, ReplayProgress
 from investo.log import open_log
 from investo.log.base import Log
 from investo.marketdata import MarketData
+from investo.marketdata.user import ListenKeys, StreamSet, UserStreams
 from investo.markets import MarketSpec
 from investo.security.signing import ReplayGuard, RequestVerifier, load_public_key
 from investo.store import queries
@@ -85,6 +86,9 @@ class Node:
         self.rate_limits: RateLimits | None = None  # set by the HTTP app
         self.on_batch: BatchObserver | None = None  # metrics hook, set by the HTTP app
         self.market_data = MarketData(self.markets, self.clock_ms, tick_seconds=config.market_tick_seconds)
+        self.listen_keys = ListenKeys(self.clock_ms)
+        self.user_streams = UserStreams(self.markets, self.clock_ms, self.market_data.hub, self.listen_keys)
+        self.stream_names = StreamSet(lambda: self.market_data.streams, self.listen_keys)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -107,10 +111,13 @@ class Node:
         host = self.host
         self.market_data.attach(lambda: host.exchange)
         self.host.add_listener(self.market_data)
+        self.user_streams.attach(lambda: host.exchange)
+        self.host.add_listener(self.user_streams)
         self.host.on_batch = self.on_batch
         replayed = await self.host.recover(progress)
         await self.writer.wait_for(self.host.applied_offset)  # candles are seeded from SQL
         await self.market_data.start(self.db)
+        self.user_streams.start()
         await self._load_keys()
         self.host.start()
         self.started_ms = self.clock_ms()
@@ -120,6 +127,7 @@ class Node:
     async def stop(self) -> None:
         self.ready = False
         await self.market_data.stop()
+        await self.user_streams.stop()
         if self.host is not None:
             await self.host.stop()
         if self.writer is not None:

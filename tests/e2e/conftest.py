@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import SYMBOLS, Account, Api, Server, new_user, start_server
+from harness import SYMBOL, SYMBOLS, Account, Api, BusyServer, Server, new_user, start_server
 
 
 @pytest.hookimpl(wrapper=True)
@@ -72,3 +73,23 @@ def make_user(server: Server, api: Api) -> Iterator[Callable[..., Account]]:
         for account in made:
             for symbol in SYMBOLS:
                 api.signed("DELETE", "/api/v3/openOrders", account, {"symbol": symbol})
+
+
+@pytest.fixture(scope="session")
+def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One `investo up` with its bots ON for the session's busy-market tests."""
+    server = BusyServer(tmp_path_factory.mktemp("busy") / "data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def busy_api(busy: Server) -> Iterator[Api]:
+    """HTTP to the busy server, once its bots have traded."""
+    client = Api(busy.base_url)
+    deadline = time.monotonic() + 20
+    while not client.public("/api/v3/trades", symbol=SYMBOL, limit=1):
+        assert time.monotonic() < deadline, "the bots never traded"
+        time.sleep(0.2)
+    yield client
+    client.close()

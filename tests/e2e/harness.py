@@ -49,6 +49,7 @@ DEMO_INR = Decimal("1000000")  # a day's demo funds (investo.node.default_demo_l
 DEMO_SHARES = Decimal("10000")
 MAKER_BPS, TAKER_BPS = 10, 20
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+BUSY_SECONDS = float(os.environ.get("INVESTO_BUSY_SECONDS", "20"))  # how long "busy market" tests run
 
 
 def _die_with_parent() -> None:
@@ -190,6 +191,13 @@ class Server:
     def tail(self, lines: int = 60) -> str:
         """The end of everything this server printed (for failure reports)."""
         return "\n".join(self.output(all_runs=True).splitlines()[-lines:])
+
+
+class BusyServer(Server):
+    """`investo up` with its built-in bots running: a busy market (for stream tests)."""
+
+    def command(self) -> list[str]:
+        return [arg for arg in super().command() if arg != "--no-bots"]
 
 
 def start_server(tmp_path_factory: pytest.TempPathFactory, *args: str, name: str = "investo") -> Server:

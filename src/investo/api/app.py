@@ -29,8 +29,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import investo
-from investo.api import errors, investo_routes, public, trading
+from investo.api import errors, investo_routes, public, trading, user_stream
 from investo.api.limits import RateLimits
+from investo.api.ui import WebUi
 from investo.node import Node
 from investo.ws import mount_ws
 
@@ -186,10 +187,11 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
     app.include_router(public.router(node))
     app.include_router(trading.router(node))
     app.include_router(investo_routes.router(node))
+    app.include_router(user_stream.router(node))
     mount_ws(
         app,
         node.market_data.hub,
-        lambda: node.market_data.streams,
+        lambda: node.stream_names,
         queue_limit=node.config.ws_queue_limit,
         on_count=metrics.ws_clients.set,
     )
@@ -208,6 +210,7 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
         """Prometheus metrics: request, commit and engine latencies, orders, trades, log lag."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.router.default = WebUi(app.router.default)  # the trading screen at / (investo.api.ui)
     return app
 
 

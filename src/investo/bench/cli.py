@@ -114,3 +114,23 @@ def api(
     offered = [int(r) for r in rates.split(",") if r.strip()]
     for result in api_bench.run(url, offered, seconds, users, connections):
         typer.echo(result.line())
+
+
+@app.command()
+def ws(
+    url: Annotated[
+        str | None, typer.Option(help="A running Investo; default: start one here (bots on).")
+    ] = None,
+    clients: Annotated[
+        int, typer.Option(min=1, help="WebSocket clients (depth + trades of one market).")
+    ] = 1_000,
+    rate: Annotated[int, typer.Option(min=1, help="Orders per second placed over REST (the load).")] = 200,
+    seconds: Annotated[float, typer.Option(help="How long the clients are measured.")] = 10.0,
+    users: Annotated[int, typer.Option(help="Funded users the orders come from.")] = 10,
+    processes: Annotated[int, typer.Option(min=1, help="Processes the clients are spread over.")] = 2,
+) -> None:
+    """K WebSocket clients on a busy market: messages/s, match-to-receipt latency, one client's max."""
+    from investo.bench import ws_bench
+
+    for line in ws_bench.run(url, clients, rate, seconds, users, processes).lines():
+        typer.echo(line)
