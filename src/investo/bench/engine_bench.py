@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from investo.bench.flow import FlowLine
 from investo.bench.naive_book import NaiveBook
@@ -81,10 +82,8 @@ def _chunks(n: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + CHUNK, n)
 
 
-def run_engine(records: Sequence[MatchingRecord], progress: Progress | None = None) -> Run:
-    """Feed every record to a fresh engine; time only the feeding."""
-    engine = MatchingEngine(BENCH_MARKET)
-    apply = engine.apply
+def _feed(apply: Callable[[Any], Sequence[object]], records: Sequence[Any], progress: Progress | None) -> Run:
+    """Apply every record, keeping the trades of the events; time only the applying."""
     trades: list[TradeExecuted] = []
     keep = trades.append
     seconds = 0.0
@@ -100,6 +99,11 @@ def run_engine(records: Sequence[MatchingRecord], progress: Progress | None = No
         if progress:
             progress(end - start)
     return Run(seconds, [(t.taker_order_id, t.maker_order_id, t.price, t.qty) for t in trades])
+
+
+def run_engine(records: Sequence[MatchingRecord], progress: Progress | None = None) -> Run:
+    """Feed every record to a fresh engine; time only the feeding."""
+    return _feed(MatchingEngine(BENCH_MARKET).apply, records, progress)
 
 
 def run_naive(flow: Sequence[FlowLine], progress: Progress | None = None) -> Run:
@@ -175,19 +179,4 @@ def run_exchange(commands: Sequence[Command], progress: Progress | None = None) 
     exchange, deposits = exchange_setup()
     for deposit in deposits:
         exchange.apply(deposit)
-    apply = exchange.apply
-    trades: list[TradeExecuted] = []
-    keep = trades.append
-    seconds = 0.0
-    gc.collect()
-    for start, end in _chunks(len(commands)):
-        chunk = commands[start:end]
-        began = time.perf_counter()
-        for command in chunk:
-            for event in apply(command):
-                if type(event) is TradeExecuted:
-                    keep(event)
-        seconds += time.perf_counter() - began
-        if progress:
-            progress(end - start)
-    return Run(seconds, [(t.taker_order_id, t.maker_order_id, t.price, t.qty) for t in trades])
+    return _feed(exchange.apply, commands, progress)
