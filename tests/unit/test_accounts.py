@@ -6,6 +6,7 @@ settlement receives; tests/unit/test_exchange.py runs the real matching engine.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import msgspec
@@ -20,6 +21,7 @@ from investo.core.messages import (
     Deposited,
     DepositRejected,
     ExpireReason,
+    MatchingEvent,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -388,6 +390,41 @@ def test_events_that_move_no_money_change_nothing() -> None:
     assert acc.snapshot() == before
 
 
+def test_settle_is_apply_on_each_event_in_turn() -> None:
+    one_by_one, _, bid = busy_engine()  # bid: user 1 buys at 105, 3 lots left
+    batched = AccountsEngine.restore(MARKETS, one_by_one.snapshot())
+    low_bid, ask = place(1, BUY, price=90, qty=1), place(2, SELL, price=104, qty=2)
+    low_bid_accepted, ask_accepted = accept(one_by_one, low_bid), accept(one_by_one, ask)
+    assert [accept(batched, low_bid), accept(batched, ask)] == [low_bid_accepted, ask_accepted]
+    events: list[MatchingEvent] = [
+        OrderRested(1, 30, "TATA_INR", low_bid_accepted.order_id, 1, BUY, 90, 1),
+        trade(bid, ask_accepted, 105, 2),  # the ask takes 2 lots from the bid, at the bid's price
+        OrderPartiallyFilled(3, 30, "TATA_INR", bid.order_id, 1, 1),
+        OrderFilled(4, 30, "TATA_INR", ask_accepted.order_id, 2),
+        CancelRejected(5, 30, "TATA_INR", 1, 99, "", RejectCode.UNKNOWN_ORDER),
+        OrderCanceled(6, 30, "TATA_INR", bid.order_id, 1, BUY, 105, 1, CancelReason.USER),
+        OrderFilled(7, 30, "TATA_INR", 12345, 1),  # not an order of this shard
+    ]
+    for event in events:
+        assert one_by_one.apply(event) == []
+        one_by_one.check_invariants()
+    batched.settle(events)
+    assert batched.snapshot() == one_by_one.snapshot()
+    assert batched.open_order_ids(1) == [low_bid_accepted.order_id]
+    batched.check_invariants()
+
+
+def test_open_orders_are_not_tracked_by_the_garbage_collector() -> None:
+    # Side and type are kept as plain ints: an enum member would keep every entry tracked.
+    acc = funded(INR=100_000, TATA=10_000)
+    bid = accept(acc, place(1, BUY, price=100, qty=5))
+    ask = accept(acc, place(2, SELL, price=100, qty=2))
+    acc.apply(trade(bid, ask, 100, 2))  # a fill replaces the bid's entry
+    gc.collect()
+    assert acc.open_order_ids(1) == [bid.order_id] and acc.open_order_ids(2) == [ask.order_id]
+    assert not any(gc.is_tracked(entry) for entry in acc._orders.values())
+
+
 def test_market_buy_releases_what_it_did_not_spend_when_it_finishes() -> None:
     acc = funded(INR=10_000, TATA=10_000)
     ask = accept(acc, place(2, SELL, price=100, qty=2))
@@ -448,11 +485,11 @@ def test_check_invariants_detects_a_broken_balance() -> None:
     acc = funded(INR=10_000)
     accept(acc, place(1, BUY))
     acc.check_invariants()
-    acc._accounts[1]["INR"].reserved -= 1
+    acc._holdings["INR"][1].reserved -= 1
     with pytest.raises(AssertionError, match="reserved"):
         acc.check_invariants()
-    acc._accounts[1]["INR"].reserved += 1
-    acc._accounts[2]["INR"].available += 1
+    acc._holdings["INR"][1].reserved += 1
+    acc._holdings["INR"][2].available += 1
     with pytest.raises(AssertionError, match="INR"):
         acc.check_invariants()
 

@@ -76,7 +76,7 @@ def local_exchange() -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="investo-bench-") as data:
         cmd = [sys.executable, "-m", "investo.cli", "up", "--port", str(port), "--data-dir", data,
-               "--rate-limit", "0", "--order-limit", "0"]  # fmt: skip
+               "--rate-limit", "0", "--order-limit", "0", "--no-bots"]  # fmt: skip
         process = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy()
         )

@@ -49,24 +49,41 @@ Ordering rules
 Cost per operation
 ------------------
 * deposit, withdrawal, place order: O(1)
-* settlement of a trade, release of a finished order: O(1)
-* queries: ``balance`` O(1); ``balances`` O(assets of the user);
-  ``open_order_ids`` O(k log k) for the user's k open orders
+* settlement of a trade, release of a finished order: O(1); a matching event that
+  moves no money (``OrderRested``, ``OrderPartiallyFilled``, ``CancelRejected``)
+  costs one dict lookup
+* queries: ``balance`` O(1); ``balances`` O(assets of the shard);
+  ``open_order_ids`` O(n + k log k) for n open orders of the shard, k of them the
+  user's (a scan: no hot path asks, so no per-user index is kept up to date)
 * snapshot, state hash: O(n log n) for n balances and open orders; check_invariants: O(n)
+
+Layout (what keeps the hot path cheap)
+--------------------------------------
+* Balances are held per asset, then per user (``asset -> user -> Balance``), and
+  each market keeps its two assets' maps and its units at hand, so settling a
+  fill reaches every balance it moves with one dict lookup.
+* An open order is one dict entry, a tuple of plain values (see ``Entry``), which
+  the garbage collector stops tracking; a fill replaces it. No per-user index of
+  open orders is maintained.
+* ``settle`` takes all the events one matching record caused and finds what
+  settles each by its exact type in one table (``_SETTLERS``); only trades and
+  finished orders do any work. Value settled in from other shards (``total``)
+  changes only when one side of a trade is another shard's: with both sides
+  here, the flows cancel.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
 
-from investo.core.markets import Market, buy_reservation
+from investo.core.markets import BPS, Market, buy_reservation
 from investo.core.messages import (
     AccountsEvent,
-    CancelRejected,
     Deposit,
     Deposited,
     DepositRejected,
@@ -75,9 +92,7 @@ from investo.core.messages import (
     OrderCanceled,
     OrderExpired,
     OrderFilled,
-    OrderPartiallyFilled,
     OrderRejected,
-    OrderRested,
     OrderType,
     PlaceOrder,
     RejectCode,
@@ -95,9 +110,20 @@ AccountsRecord = Deposit | Withdraw | PlaceOrder | MatchingEvent
 MAX_SUPPLY = (1 << 63) - 1
 """The most of one asset a shard holds in total, so every balance fits a msgpack int64."""
 
+# Enum members bound to module names: the hot path compares against these.
 BUY = Side.BUY
 SELL = Side.SELL
 MARKET = OrderType.MARKET
+LIMIT_MAKER = OrderType.LIMIT_MAKER
+GTC = TimeInForce.GTC
+IOC = TimeInForce.IOC
+
+# An open order's reservation: (user, market symbol, side, type, limit price in
+# ticks (0 for MARKET), lots left (0 for a market buy by quote amount, which counts
+# no lots), asset held, amount held): ReservedOrder's fields, order id aside. Side
+# and type are plain ints, not enum members (which the garbage collector tracks), so
+# the tuple holds only atomic values and the collector stops tracking it.
+Entry = tuple[int, str, int, int, int, int, str, int]
 
 
 class Balance:
@@ -110,31 +136,33 @@ class Balance:
         self.reserved = reserved
 
 
-class _Order:
-    """An open order's reservation, as the accounts engine tracks it (mutable)."""
+Holders = defaultdict[int, Balance]
+"""The balances of one asset, by user; a missing one is created (zero) on first use."""
 
-    __slots__ = ("asset", "market", "order_id", "price", "remaining", "reserved", "side", "type", "user")
 
-    def __init__(
-        self,
-        order_id: int,
-        user: int,
-        market: Market,
-        side: Side,
-        type: OrderType,
-        price: int,
-        remaining: int,
-        reserved: int,
-    ) -> None:
-        self.order_id = order_id
-        self.user = user
+class _MarketAccounts:
+    """One market as settlement sees it: its units and its two assets' balances."""
+
+    __slots__ = (
+        "base",
+        "base_holders",
+        "lot_units",
+        "market",
+        "max_fee_bps",
+        "notional_unit",
+        "quote",
+        "quote_holders",
+    )
+
+    def __init__(self, market: Market, base_holders: Holders, quote_holders: Holders) -> None:
         self.market = market
-        self.side = side
-        self.type = type
-        self.price = price  # limit price in ticks; 0 for MARKET
-        self.remaining = remaining  # lots left; 0 for a market buy by quote amount (counts no lots)
-        self.reserved = reserved  # what the order holds, in ``asset``
-        self.asset = market.quote if side == BUY else market.base
+        self.base = market.base
+        self.quote = market.quote
+        self.base_holders = base_holders
+        self.quote_holders = quote_holders
+        self.notional_unit = market.notional_unit
+        self.lot_units = market.lot_units
+        self.max_fee_bps = market.max_fee_bps
 
 
 class ReservedOrder(msgspec.Struct, frozen=True):
@@ -153,27 +181,28 @@ class ReservedOrder(msgspec.Struct, frozen=True):
 
 def validate_order(market: Market, rec: PlaceOrder) -> RejectCode | None:
     """Why ``rec`` makes no valid order in ``market``, or None if it does. O(1)."""
-    is_market = rec.type == MARKET
-    if not is_market and not market.min_price <= rec.price <= market.max_price:
-        return RejectCode.INVALID_PRICE
-    lots_optional = is_market and rec.side == BUY  # a market buy may give quote_qty instead
+    if rec.type != MARKET:  # LIMIT or LIMIT_MAKER: the common case, checked first
+        if not market.min_price <= rec.price <= market.max_price:
+            return RejectCode.INVALID_PRICE
+        if not market.min_qty <= rec.qty <= market.max_qty:
+            return RejectCode.INVALID_QUANTITY
+        if rec.quote_qty != 0:
+            return RejectCode.INVALID_ORDER
+        if rec.price * rec.qty * market.notional_unit < market.min_notional:  # market.notional(price, qty)
+            return RejectCode.MIN_NOTIONAL
+        return None
+    lots_optional = rec.side == BUY  # a market buy may give quote_qty instead
     if (rec.qty or not lots_optional) and not market.min_qty <= rec.qty <= market.max_qty:
         return RejectCode.INVALID_QUANTITY
-    if is_market:
-        if rec.price != 0:
-            return RejectCode.INVALID_ORDER
-        if rec.side == BUY:
-            by_qty = rec.qty > 0 and rec.quote_qty == 0
-            by_quote = rec.qty == 0 and rec.quote_qty > 0
-            if not (by_qty or by_quote):
-                return RejectCode.INVALID_ORDER
-        elif rec.quote_qty != 0:
-            return RejectCode.INVALID_ORDER
-        return None
-    if rec.quote_qty != 0:
+    if rec.price != 0:
         return RejectCode.INVALID_ORDER
-    if market.notional(rec.price, rec.qty) < market.min_notional:
-        return RejectCode.MIN_NOTIONAL
+    if rec.side == BUY:
+        by_qty = rec.qty > 0 and rec.quote_qty == 0
+        by_quote = rec.qty == 0 and rec.quote_qty > 0
+        if not (by_qty or by_quote):
+            return RejectCode.INVALID_ORDER
+    elif rec.quote_qty != 0:
+        return RejectCode.INVALID_ORDER
     return None
 
 
@@ -200,9 +229,12 @@ class AccountsEngine:
         self.fee_account = fee_account
         self.seq = 0
         self.next_local = 1
-        self._accounts: dict[int, dict[str, Balance]] = {}  # user -> asset -> balance
-        self._orders: dict[int, _Order] = {}  # open order id -> reservation
-        self._user_orders: dict[int, set[int]] = {}  # user -> open order ids (no empty sets)
+        self._holdings: dict[str, Holders] = {asset: defaultdict(Balance) for asset in sorted(self.assets)}
+        self._by_market = {
+            symbol: _MarketAccounts(market, self._holdings[market.base], self._holdings[market.quote])
+            for symbol, market in self.markets.items()
+        }
+        self._orders: dict[int, Entry] = {}  # open order id -> its reservation
         self._deposited: dict[str, int] = {}
         self._withdrawn: dict[str, int] = {}
         self._net_in: dict[str, int] = {}  # value settled in from other shards' users
@@ -211,25 +243,29 @@ class AccountsEngine:
 
     def apply(self, record: AccountsRecord) -> list[AccountsEvent]:
         """Apply one record; return the events it caused, in order."""
-        if isinstance(record, TradeExecuted):
-            self._settle_trade(record)
+        if type(record) is PlaceOrder:
+            return [self.place(record)]
+        if isinstance(record, MatchingEvent):
+            self.settle((record,))
             return []
-        if isinstance(record, OrderFilled | OrderCanceled | OrderExpired):
-            self._finish(record.order_id)
-            return []
-        if isinstance(record, OrderRejected):
-            if record.order_id:  # 0: refused by accounts, before an id was assigned
-                self._finish(record.order_id)
-            return []
-        if isinstance(record, PlaceOrder):
-            return [self._place(record)]
-        if isinstance(record, Deposit):
+        if type(record) is Deposit:
             return [self._deposit(record)]
-        if isinstance(record, Withdraw):
+        if type(record) is Withdraw:
             return [self._withdraw(record)]
-        if isinstance(record, OrderRested | OrderPartiallyFilled | CancelRejected):
-            return []  # no balance moves: lots left are tracked from TradeExecuted
         raise TypeError(f"not an accounts record: {type(record).__name__}")
+
+    def settle(self, events: Iterable[MatchingEvent]) -> None:
+        """Apply matching events in the order matching emitted them; they cause no events.
+
+        The same as ``apply`` on each, without its per-record dispatch: one table
+        lookup per event finds what settles it, and an event that moves no money
+        (``OrderRested``, ``OrderPartiallyFilled``, ``CancelRejected``) has no entry.
+        """
+        settlers = _SETTLERS
+        for event in events:
+            settler = settlers.get(type(event))
+            if settler is not None:
+                settler(self, event)
 
     def _deposit(self, rec: Deposit) -> Deposited | DepositRejected:
         self._check_shard(rec.user)
@@ -241,7 +277,7 @@ class AccountsEngine:
         self.seq += 1
         if code is not None:
             return DepositRejected(self.seq, rec.ts, rec.user, rec.asset, rec.amount, code)
-        self._balance(rec.user, rec.asset).available += rec.amount
+        self._holdings[rec.asset][rec.user].available += rec.amount
         self._deposited[rec.asset] = self._deposited.get(rec.asset, 0) + rec.amount
         return Deposited(self.seq, rec.ts, rec.user, rec.asset, rec.amount)
 
@@ -257,54 +293,56 @@ class AccountsEngine:
         self.seq += 1
         if code is not None:
             return WithdrawRejected(self.seq, rec.ts, rec.user, rec.asset, rec.amount, code)
-        self._balance(rec.user, rec.asset).available -= rec.amount
+        self._holdings[rec.asset][rec.user].available -= rec.amount
         self._withdrawn[rec.asset] = self._withdrawn.get(rec.asset, 0) + rec.amount
         return Withdrawn(self.seq, rec.ts, rec.user, rec.asset, rec.amount)
 
-    def _place(self, rec: PlaceOrder) -> OrderAccepted | OrderRejected:
-        self._check_shard(rec.user)
-        market = self.markets.get(rec.market)
-        if market is None:
+    def place(self, rec: PlaceOrder) -> OrderAccepted | OrderRejected:
+        """Validate, fund and number one order: what ``apply`` does with a ``PlaceOrder``."""
+        user = rec.user
+        if user % self.shard_count != self.shard:
+            self._check_shard(user)
+        mkt = self._by_market.get(rec.market)
+        if mkt is None:
             return self._reject_order(rec, RejectCode.UNKNOWN_MARKET)
-        code = validate_order(market, rec)
+        code = validate_order(mkt.market, rec)
         if code is not None:
             return self._reject_order(rec, code)
-        asset = market.quote if rec.side == BUY else market.base
-        available = self.balance(rec.user, asset)[0]
-        need = self._reservation(market, rec, available)
-        if need == 0 or available < need:
+        side, type_ = rec.side, rec.type
+        if side == BUY:
+            asset, balance = mkt.quote, mkt.quote_holders.get(user)
+        else:
+            asset, balance = mkt.base, mkt.base_holders.get(user)
+        available = 0 if balance is None else balance.available
+        # What the order must hold: base for a SELL, quote for a BUY (see the invariants).
+        if side == SELL:
+            need = rec.qty * mkt.lot_units
+        elif type_ != MARKET:  # buy_reservation(market, price, qty)
+            notional = rec.price * rec.qty * mkt.notional_unit
+            need = notional + notional * mkt.max_fee_bps // BPS
+        elif rec.quote_qty:
+            need = rec.quote_qty
+        else:
+            need = available  # market buy by quantity: matching caps spending at quote_limit
+        if balance is None or need == 0 or available < need:
             return self._reject_order(rec, RejectCode.INSUFFICIENT_BALANCE)
         # Valid and funded: reserve, assign the id, hand the order to matching.
         order_id = self.next_local * self.shard_count + self.shard
         self.next_local += 1
-        balance = self._balance(rec.user, asset)
         balance.available -= need
         balance.reserved += need
-        order = _Order(order_id, rec.user, market, rec.side, rec.type, rec.price, rec.qty, need)
-        self._orders[order_id] = order
-        self._user_orders.setdefault(rec.user, set()).add(order_id)
-        if rec.type == MARKET:
-            tif = TimeInForce.IOC
-        elif rec.type == OrderType.LIMIT_MAKER:
-            tif = TimeInForce.GTC
+        self._orders[order_id] = (user, rec.market, int(side), int(type_), rec.price, rec.qty, asset, need)
+        if type_ == MARKET:
+            tif = IOC
+        elif type_ == LIMIT_MAKER:
+            tif = GTC
         else:
             tif = rec.tif
-        quote_limit = need if rec.side == BUY else 0
+        quote_limit = need if side == BUY else 0
         return OrderAccepted(
-            rec.ts, rec.market, order_id, rec.user, rec.side, rec.type, tif, rec.price, rec.qty,
+            rec.ts, rec.market, order_id, user, side, type_, tif, rec.price, rec.qty,
             quote_limit, rec.client_order_id, rec.stp,
         )  # fmt: skip
-
-    @staticmethod
-    def _reservation(market: Market, rec: PlaceOrder, available: int) -> int:
-        """What a valid order must hold: base for a SELL, quote for a BUY."""
-        if rec.side == SELL:
-            return market.base_amount(rec.qty)
-        if rec.type != MARKET:
-            return buy_reservation(market, rec.price, rec.qty)
-        if rec.quote_qty:
-            return rec.quote_qty
-        return available  # market buy by quantity: matching caps spending at quote_limit
 
     def _reject_order(self, rec: PlaceOrder, code: RejectCode) -> OrderRejected:
         self.seq += 1
@@ -313,80 +351,63 @@ class AccountsEngine:
     # ------------------------------------------------------------------ settlement
 
     def _settle_trade(self, ev: TradeExecuted) -> None:
+        """Settle the sides of one fill that this shard holds."""
+        orders = self._orders
         if ev.taker_side == BUY:
-            buy_id, buy_fee, sell_id, sell_fee = (
-                ev.taker_order_id,
-                ev.taker_fee,
-                ev.maker_order_id,
-                ev.maker_fee,
-            )
+            buy_id, sell_id = ev.taker_order_id, ev.maker_order_id
+            buy_fee, sell_fee = ev.taker_fee, ev.maker_fee
         else:
-            buy_id, buy_fee, sell_id, sell_fee = (
-                ev.maker_order_id,
-                ev.maker_fee,
-                ev.taker_order_id,
-                ev.taker_fee,
-            )
-        buy = self._orders.get(buy_id)
+            buy_id, sell_id = ev.maker_order_id, ev.taker_order_id
+            buy_fee, sell_fee = ev.maker_fee, ev.taker_fee
+        buy = orders.get(buy_id)
+        sell = orders.get(sell_id)
+        if buy is None and sell is None:
+            return  # both sides belong to other shards (or already finished)
+        mkt = self._by_market[ev.market]
+        qty = ev.qty
+        notional = ev.price * qty * mkt.notional_unit
+        base = qty * mkt.lot_units
+        fees = 0
         if buy is not None:
-            self._settle_buy(buy, ev.price, ev.qty, buy_fee)
-        sell = self._orders.get(sell_id)
+            # The buyer pays notional + fee from its reservation and receives the base.
+            user, symbol, side, type_, price, remaining, asset, reserved = buy
+            if remaining:  # 0 only for a market buy by quote amount
+                remaining -= qty
+            paid = notional + buy_fee
+            if type_ == MARKET:  # holds its quote_limit less what it spent, until it finishes
+                keep = reserved - paid
+            else:  # holds exactly buy_reservation(market, price, remaining): a better price frees the excess
+                left = price * remaining * mkt.notional_unit
+                keep = left + left * mkt.max_fee_bps // BPS
+            orders[buy_id] = (user, symbol, side, type_, price, remaining, asset, keep)
+            quote = mkt.quote_holders[user]
+            quote.reserved -= reserved - keep
+            quote.available += reserved - keep - paid
+            mkt.base_holders[user].available += base
+            fees = buy_fee
         if sell is not None:
-            self._settle_sell(sell, ev.price, ev.qty, sell_fee)
+            # The seller delivers the base from its reservation and receives notional − fee.
+            user, symbol, side, type_, price, remaining, asset, reserved = sell
+            orders[sell_id] = (user, symbol, side, type_, price, remaining - qty, asset, reserved - base)
+            mkt.base_holders[user].reserved -= base
+            mkt.quote_holders[user].available += notional - sell_fee
+            fees += sell_fee
+        if fees:  # the fees of the sides settled here, to this shard's copy of the fee account
+            mkt.quote_holders[self.fee_account].available += fees
+        if buy is None or sell is None:  # the other side settles on another shard: value crosses
+            inflow = 1 if sell is None else -1  # +1: base comes in for our buyer, notional goes out
+            net_in = self._net_in
+            net_in[mkt.base] = net_in.get(mkt.base, 0) + inflow * base
+            net_in[mkt.quote] = net_in.get(mkt.quote, 0) - inflow * notional
 
-    def _settle_buy(self, order: _Order, price: int, qty: int, fee: int) -> None:
-        """The buyer pays notional + fee from its reservation and receives the base."""
-        market = order.market
-        notional = market.notional(price, qty)
-        base = market.base_amount(qty)
-        paid = notional + fee
-        self._balance(order.user, market.quote).reserved -= paid
-        order.reserved -= paid
-        self._balance(order.user, market.base).available += base
-        self._credit_fee(market.quote, fee)
-        self._net_in[market.quote] = self._net_in.get(market.quote, 0) - notional
-        self._net_in[market.base] = self._net_in.get(market.base, 0) + base
-        if order.remaining:  # 0 only for a market buy by quote amount
-            order.remaining -= qty
-        if order.type != MARKET:  # keep exactly what the remaining lots need
-            excess = order.reserved - buy_reservation(market, order.price, order.remaining)
-            if excess:
-                self._release(order, excess)
-
-    def _settle_sell(self, order: _Order, price: int, qty: int, fee: int) -> None:
-        """The seller delivers the base from its reservation and receives notional − fee."""
-        market = order.market
-        notional = market.notional(price, qty)
-        base = market.base_amount(qty)
-        self._balance(order.user, market.base).reserved -= base
-        order.reserved -= base
-        order.remaining -= qty
-        self._balance(order.user, market.quote).available += notional - fee
-        self._credit_fee(market.quote, fee)
-        self._net_in[market.base] = self._net_in.get(market.base, 0) - base
-        self._net_in[market.quote] = self._net_in.get(market.quote, 0) + notional
-
-    def _credit_fee(self, asset: str, fee: int) -> None:
-        if fee:
-            self._balance(self.fee_account, asset).available += fee
-
-    def _finish(self, order_id: int) -> None:
-        """The order is done: release what it still holds and forget it."""
-        order = self._orders.pop(order_id, None)
-        if order is None:
-            return
-        if order.reserved:
-            self._release(order, order.reserved)
-        ids = self._user_orders[order.user]
-        ids.discard(order_id)
-        if not ids:
-            del self._user_orders[order.user]
-
-    def _release(self, order: _Order, amount: int) -> None:
-        balance = self._balance(order.user, order.asset)
-        balance.reserved -= amount
-        balance.available += amount
-        order.reserved -= amount
+    def _finish(self, ev: OrderFilled | OrderCanceled | OrderExpired | OrderRejected) -> None:
+        """The order is done (or was refused): release what it still holds and forget it."""
+        entry = self._orders.pop(ev.order_id, None)  # order id 0 (refused by accounts) is never open
+        if entry is not None and entry[-1]:  # a limit order that filled completely holds nothing
+            user, _, _, _, _, _, asset, reserved = entry
+            balance = self._holdings[asset][user]
+            balance.reserved -= reserved
+            balance.available += reserved
 
     # ------------------------------------------------------------------ helpers
 
@@ -394,15 +415,12 @@ class AccountsEngine:
         if user % self.shard_count != self.shard:
             raise ValueError(f"user {user} belongs to shard {user % self.shard_count}, not {self.shard}")
 
-    def _balance(self, user: int, asset: str) -> Balance:
-        """The mutable balance, created on first use (only on paths that mutate)."""
-        assets = self._accounts.get(user)
-        if assets is None:
-            assets = self._accounts[user] = {}
-        balance = assets.get(asset)
-        if balance is None:
-            balance = assets[asset] = Balance()
-        return balance
+    def _holders(self, asset: str) -> Holders:
+        """The balances of ``asset`` by user, created for an asset no market lists (restore only)."""
+        holders = self._holdings.get(asset)
+        if holders is None:
+            holders = self._holdings[asset] = defaultdict(Balance)
+        return holders
 
     def _supply(self, asset: str) -> int:
         """Deposits − withdrawals + net settled in: the total the shard holds of ``asset``."""
@@ -412,28 +430,30 @@ class AccountsEngine:
 
     def balance(self, user: int, asset: str) -> tuple[int, int]:
         """``(available, reserved)`` of ``user`` in ``asset``; (0, 0) if never touched."""
-        balance = self._accounts.get(user, {}).get(asset)
+        holders = self._holdings.get(asset)
+        balance = None if holders is None else holders.get(user)
         return (0, 0) if balance is None else (balance.available, balance.reserved)
 
     def balances(self, user: int) -> dict[str, tuple[int, int]]:
         """Every asset ``user`` holds something of, sorted: asset -> (available, reserved)."""
-        assets = self._accounts.get(user, {})
-        return {
-            asset: (b.available, b.reserved)
-            for asset, b in sorted(assets.items())
-            if b.available or b.reserved
-        }
+        out: dict[str, tuple[int, int]] = {}
+        for asset in sorted(self._holdings):
+            b = self._holdings[asset].get(user)
+            if b is not None and (b.available or b.reserved):
+                out[asset] = (b.available, b.reserved)
+        return out
 
     def open_order_ids(self, user: int) -> list[int]:
-        return sorted(self._user_orders.get(user, ()))
+        """The ids of ``user``'s open orders, ascending (a scan of the shard's open orders)."""
+        return sorted(order_id for order_id, entry in self._orders.items() if entry[0] == user)
 
     def open_order(self, order_id: int) -> ReservedOrder | None:
-        order = self._orders.get(order_id)
-        return None if order is None else _view(order)
+        entry = self._orders.get(order_id)
+        return None if entry is None else _view(order_id, entry)
 
     def open_orders(self) -> list[ReservedOrder]:
         """Every open order's reservation, by order id."""
-        return [_view(self._orders[order_id]) for order_id in sorted(self._orders)]
+        return [_view(order_id, self._orders[order_id]) for order_id in sorted(self._orders)]
 
     def total(self, asset: str) -> int:
         """What the shard holds of ``asset`` over all accounts, by its books (see invariants)."""
@@ -444,23 +464,26 @@ class AccountsEngine:
     def check_invariants(self) -> None:
         """Raise AssertionError if any invariant of the module docstring does not hold."""
         expected: dict[tuple[int, str], int] = {}
-        for order_id, order in self._orders.items():
-            _require(order.reserved >= 0, f"order {order_id} holds {order.reserved}")
-            _require(order.remaining >= 0, f"order {order_id} has {order.remaining} lots left")
-            _require(order_id in self._user_orders.get(order.user, ()), f"order {order_id} not indexed")
-            key = (order.user, order.asset)
-            expected[key] = expected.get(key, 0) + order.reserved
-            if order.type != MARKET:
-                if order.side == BUY:
-                    need = buy_reservation(order.market, order.price, order.remaining)
-                else:
-                    need = order.market.base_amount(order.remaining)
-                _require(order.reserved == need, f"order {order_id} holds {order.reserved}, needs {need}")
-        indexed = sum(len(ids) for ids in self._user_orders.values())
-        _require(indexed == len(self._orders), "per-user order index out of step")
+        for order_id, (user, symbol, side, type_, price, remaining, asset, reserved) in self._orders.items():
+            _require(reserved >= 0, f"order {order_id} holds {reserved}")
+            _require(remaining >= 0, f"order {order_id} has {remaining} lots left")
+            market = self.markets.get(symbol)
+            if market is None:
+                raise AssertionError(f"order {order_id} in unknown market {symbol}")
+            held_asset = market.quote if side == BUY else market.base
+            _require(asset == held_asset, f"order {order_id} holds {asset}, not {held_asset}")
+            key = (user, asset)
+            expected[key] = expected.get(key, 0) + reserved
+            if type_ != MARKET:
+                need = (
+                    buy_reservation(market, price, remaining)
+                    if side == BUY
+                    else market.base_amount(remaining)
+                )
+                _require(reserved == need, f"order {order_id} holds {reserved}, needs {need}")
         held: dict[str, int] = {}
-        for user, assets in self._accounts.items():
-            for asset, b in assets.items():
+        for asset, holders in self._holdings.items():
+            for user, b in holders.items():
                 _require(b.available >= 0, f"user {user} {asset} available {b.available}")
                 _require(b.reserved >= 0, f"user {user} {asset} reserved {b.reserved}")
                 want = expected.pop((user, asset), 0)
@@ -479,16 +502,16 @@ class AccountsEngine:
 
     def snapshot(self) -> bytes:
         """The whole state as canonical bytes: the same state gives the same bytes."""
-        balances = [
+        balances = sorted(
             (user, asset, b.available, b.reserved)
-            for user in sorted(self._accounts)
-            for asset, b in sorted(self._accounts[user].items())
+            for asset, holders in self._holdings.items()
+            for user, b in holders.items()
             if b.available or b.reserved
-        ]
-        orders = [
-            (o.order_id, o.user, o.market.symbol, int(o.side), int(o.type), o.price, o.remaining, o.reserved)
-            for o in (self._orders[order_id] for order_id in sorted(self._orders))
-        ]
+        )
+        orders = []
+        for order_id in sorted(self._orders):
+            user, symbol, side, type_, price, remaining, _, reserved = self._orders[order_id]
+            orders.append((order_id, user, symbol, side, type_, price, remaining, reserved))
         state: dict[str, Any] = {
             "shard": self.shard,
             "shard_count": self.shard_count,
@@ -511,14 +534,14 @@ class AccountsEngine:
         engine.seq = state["seq"]
         engine.next_local = state["next_local"]
         for user, asset, available, reserved in state["balances"]:
-            engine._accounts.setdefault(user, {})[asset] = Balance(available, reserved)
+            engine._holders(asset)[user] = Balance(available, reserved)
         for order_id, user, symbol, side, type_, price, remaining, reserved in state["orders"]:
             market = engine.markets.get(symbol)
             if market is None:
                 raise ValueError(f"snapshot has an open order in unknown market {symbol}")
-            order = _Order(order_id, user, market, Side(side), OrderType(type_), price, remaining, reserved)
-            engine._orders[order_id] = order
-            engine._user_orders.setdefault(user, set()).add(order_id)
+            OrderType(type_)  # ValueError unless a known order type
+            asset = market.quote if Side(side) == BUY else market.base
+            engine._orders[order_id] = (user, symbol, side, type_, price, remaining, asset, reserved)
         engine._deposited = dict(state["deposited"])
         engine._withdrawn = dict(state["withdrawn"])
         engine._net_in = dict(state["net_in"])
@@ -528,11 +551,21 @@ class AccountsEngine:
         return hashlib.sha256(self.snapshot()).hexdigest()
 
 
-def _view(order: _Order) -> ReservedOrder:
+_SETTLERS: dict[type, Callable[[AccountsEngine, Any], None]] = {
+    TradeExecuted: AccountsEngine._settle_trade,
+    OrderFilled: AccountsEngine._finish,
+    OrderCanceled: AccountsEngine._finish,
+    OrderExpired: AccountsEngine._finish,
+    OrderRejected: AccountsEngine._finish,
+}
+"""What settles each kind of matching event; the kinds not listed move no money."""
+
+
+def _view(order_id: int, entry: Entry) -> ReservedOrder:
+    user, symbol, side, type_, price, remaining, asset, reserved = entry
     return ReservedOrder(
-        order.order_id, order.user, order.market.symbol, order.side, order.type, order.price,
-        order.remaining, order.asset, order.reserved,
-    )  # fmt: skip
+        order_id, user, symbol, Side(side), OrderType(type_), price, remaining, asset, reserved
+    )
 
 
 def _sorted_nonzero(amounts: Mapping[str, int]) -> list[tuple[str, int]]:

@@ -29,7 +29,10 @@ Invariants (between commands; :meth:`Exchange.check_invariants` asserts them)
 
 Cost per operation
 ------------------
-* a command: the cost of the engines it reaches, plus O(1) per event routed
+* a command: the cost of the engines it reaches, plus O(1) per event routed:
+  ``apply`` dispatches on the command's exact type, and the accounts engine's
+  ``settle`` takes one matching record's events at once, doing work only for
+  trades and finished orders
 * state hash, snapshot, restore: the sum of the engines' (O(n log n))
 * check_invariants: O(accounts + open orders)
 """
@@ -52,7 +55,6 @@ from investo.core.messages import (
     Command,
     Deposit,
     Event,
-    MatchingEvent,
     OrderAccepted,
     PlaceOrder,
     RejectCode,
@@ -68,6 +70,17 @@ def _market_map(markets: Sequence[Market] | Mapping[str, Market]) -> dict[str, M
     if isinstance(markets, Mapping) and set(markets) != set(by_symbol):
         raise ValueError("markets must be listed under their own symbols")
     return dict(sorted(by_symbol.items()))
+
+
+def _unknown_market(command: CancelOrder | CancelAll) -> CancelRejected:
+    """The façade's own answer to a cancel naming no market: numbered by no engine (seq 0)."""
+    if isinstance(command, CancelOrder):
+        order_id, client_order_id = command.order_id, command.client_order_id
+    else:
+        order_id, client_order_id = 0, ""
+    return CancelRejected(
+        0, command.ts, command.market, command.user, order_id, client_order_id, RejectCode.UNKNOWN_MARKET
+    )
 
 
 def _require(condition: bool, message: str) -> None:
@@ -86,39 +99,28 @@ class Exchange:
     # ------------------------------------------------------------------ commands
 
     def apply(self, command: Command) -> list[Event]:
-        """Apply one command through every engine it reaches; return all events, in causal order."""
-        if isinstance(command, CancelOrder | CancelAll):
-            return self._cancel(command)
-        if isinstance(command, Deposit | Withdraw | PlaceOrder):
-            events: list[Event] = []
-            for event in self._accounts.apply(command):
-                events.append(event)
-                if isinstance(event, OrderAccepted):
-                    events.extend(self._match(event))
-            return events
+        """Apply one command through every engine it reaches; return all events, in causal order.
+
+        Dispatch is by exact type, most frequent first; matching's events are
+        settled by the accounts engine before they are returned.
+        """
+        if type(command) is PlaceOrder:
+            accepted = self._accounts.place(command)
+            if type(accepted) is not OrderAccepted:
+                return [accepted]  # refused by accounts: matching never sees it
+            events = self._matching[command.market].apply(accepted)
+            self._accounts.settle(events)
+            return [accepted, *events]
+        if type(command) is CancelOrder or type(command) is CancelAll:
+            engine = self._matching.get(command.market)
+            if engine is None:
+                return [_unknown_market(command)]
+            events = engine.apply(command)
+            self._accounts.settle(events)
+            return [*events]
+        if type(command) is Deposit or type(command) is Withdraw:
+            return [*self._accounts.apply(command)]
         raise TypeError(f"not a command: {type(command).__name__}")
-
-    def _match(self, record: OrderAccepted | CancelOrder | CancelAll) -> list[MatchingEvent]:
-        """Run a record through its market's matching engine and settle every event."""
-        events = self._matching[record.market].apply(record)
-        accounts = self._accounts
-        for event in events:
-            accounts.apply(event)  # settlement and release emit no events
-        return events
-
-    def _cancel(self, command: CancelOrder | CancelAll) -> list[Event]:
-        if command.market not in self._matching:
-            if isinstance(command, CancelOrder):
-                order_id, client_order_id = command.order_id, command.client_order_id
-            else:
-                order_id, client_order_id = 0, ""
-            return [
-                CancelRejected(
-                    0, command.ts, command.market, command.user, order_id, client_order_id,
-                    RejectCode.UNKNOWN_MARKET,
-                )
-            ]  # fmt: skip
-        return list(self._match(command))
 
     # ------------------------------------------------------------------ accessors
 
