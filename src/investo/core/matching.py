@@ -86,9 +86,11 @@ BY_USER = CancelReason.USER
 COMPACT_SLACK = 1024  # dead queued ids tolerated beyond twice the open orders
 UNBOUNDED = 1 << 62  # a limit key that every level crosses; lots "as many as affordable"
 
-# An open order: (lots left, user, side, price, client_order_id). A tuple of
-# atomic values, so the garbage collector stops tracking it after its first pass.
-Entry = tuple[int, int, Side, int, str]
+# An open order: (lots left, user, side, price, client_order_id), the side as a
+# plain int (0 buy, 1 sell): enum members are themselves GC-tracked objects, so
+# only a tuple of plain ints and strs stops being tracked after its first pass.
+Entry = tuple[int, int, int, int, str]
+SIDE_OF = (Side.BUY, Side.SELL)  # plain side int -> the enum member events carry
 
 
 class OpenOrder(msgspec.Struct, frozen=True):
@@ -168,7 +170,7 @@ class MatchingEngine:
         # Rest what is left at the back of its level (own-side keys mirror the limit).
         order_id = rec.order_id
         self._sides[side].add(-limit_key, order_id, qty)
-        self._orders[order_id] = (qty, rec.user, side, rec.price, rec.client_order_id)
+        self._orders[order_id] = (qty, rec.user, int(side), rec.price, rec.client_order_id)
         if client_key:
             self._by_client[client_key] = order_id
         self.seq += 1
@@ -289,7 +291,7 @@ class MatchingEngine:
         self.seq += 1
         events.append(
             OrderExpired(
-                self.seq, ts, self._symbol, order_id, user, side, price, qty,
+                self.seq, ts, self._symbol, order_id, user, SIDE_OF[side], price, qty,
                 ExpireReason.SELF_TRADE, True,
             )
         )  # fmt: skip
@@ -357,7 +359,7 @@ class MatchingEngine:
             self._dead = 0
             self._compact_at = COMPACT_SLACK + 2 * len(self._orders)
         self.seq += 1
-        return OrderCanceled(self.seq, ts, self._symbol, order_id, user, side, price, qty, reason)
+        return OrderCanceled(self.seq, ts, self._symbol, order_id, user, SIDE_OF[side], price, qty, reason)
 
     # ------------------------------------------------------------------ outcomes
 
@@ -420,7 +422,7 @@ class MatchingEngine:
         if entry is None:
             return None
         qty, user, side, price, client_order_id = entry
-        return OpenOrder(order_id, user, side, price, qty, client_order_id)
+        return OpenOrder(order_id, user, SIDE_OF[side], price, qty, client_order_id)
 
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in book order: bids best first, then asks."""
@@ -462,7 +464,7 @@ class MatchingEngine:
         for order_id, user, side, price, qty, client_order_id in state["orders"]:
             side = Side(side)
             engine._sides[side].add(-price if side == BUY else price, order_id, qty)
-            engine._orders[order_id] = (qty, user, side, price, client_order_id)
+            engine._orders[order_id] = (qty, user, int(side), price, client_order_id)
             if client_order_id:
                 engine._by_client[f"{user}:{client_order_id}"] = order_id
         return engine
