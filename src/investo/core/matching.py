@@ -141,15 +141,17 @@ class MatchingEngine:
             return self._reject(rec, RejectCode.INVALID_ORDER, events)
         side = rec.side
         is_market = rec.type == MARKET
-        if is_market and rec.qty <= 0 and (side != BUY or rec.quote_limit <= 0):
-            return self._reject(rec, RejectCode.INVALID_ORDER, events)  # neither lots nor a budget
-        if not is_market and rec.qty <= 0:
-            return self._reject(rec, RejectCode.INVALID_QUANTITY, events)
+        qty = rec.qty
+        if qty <= 0:  # only a market buy by quote amount may come without lots
+            if not is_market:
+                return self._reject(rec, RejectCode.INVALID_QUANTITY, events)
+            if side != BUY or rec.quote_limit <= 0:
+                return self._reject(rec, RejectCode.INVALID_ORDER, events)  # neither lots nor a budget
+            qty = UNBOUNDED
         if is_market:
             limit_key = UNBOUNDED
         else:
             limit_key = rec.price if side == BUY else -rec.price
-        qty = rec.qty if rec.qty else UNBOUNDED
         opposite = self._sides[1 - side].heap  # its top is the best key
         if opposite and opposite[0] <= limit_key:  # the order would take
             if rec.type == LIMIT_MAKER:
