@@ -113,7 +113,8 @@ def build_app(options: UpOptions) -> FastAPI:
             replayed = await node.start(progress)
         base = f"http://{options.host}:{options.port}"
         print(
-            f"Investo is up: API {base}/api/v3  streams ws://{options.host}:{options.port}/ws  "
+            f"Investo is up: trading screen {base}/  API {base}/api/v3  "
+            f"streams ws://{options.host}:{options.port}/ws  "
             f"docs {base}/docs  data {options.data_dir.resolve()}"
             + (f"  (replayed {replayed} log entries)" if replayed else ""),
             flush=True,
