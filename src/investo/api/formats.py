@@ -7,7 +7,9 @@ functions turn it into Binance's field names and decimal strings.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from investo.api import units
@@ -105,6 +107,21 @@ def apply_events(view: OrderView, events: list[Event]) -> OrderView:
         elif isinstance(event, OrderExpired):
             view.status = "EXPIRED_IN_MATCH" if event.reason == ExpireReason.SELF_TRADE else "EXPIRED"
     return view
+
+
+def weighted_price(spec: MarketSpec, quote_volume: int, volume: int) -> str:
+    """Quote traded per base traded, rounded down to 8 decimals ("0.00000000" when none)."""
+    if not volume:
+        return "0.00000000"
+    price = Fraction(quote_volume, 10**spec.quote_decimals) / (volume * Fraction(spec.lot_size))
+    return units.format_amount(math.floor(price * 10**8), 8)
+
+
+def price_change(spec: MarketSpec, open_price: int, last_price: int) -> tuple[str, str]:
+    """Binance's ``priceChange`` and ``priceChangePercent`` (3 decimals; display only)."""
+    change = last_price - open_price
+    percent = f"{change * 100 / open_price:.3f}" if open_price else "0.000"
+    return ("-" if change < 0 else "") + spec.format_price(abs(change)), percent
 
 
 def _quote(view: OrderView, amount: int) -> str:

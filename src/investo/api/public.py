@@ -7,13 +7,11 @@ candles and 24h statistics from the SQL history once it has caught up.
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from investo.api import errors, units
+from investo.api import errors, formats, units
 from investo.api.params import Params
 from investo.api.signed import param_docs, unsigned_params
 from investo.markets import MarketSpec
@@ -234,13 +232,12 @@ def router(node: Node) -> APIRouter:
         bids, asks = book(spec).depth(1)
         fmt_q = spec.format_qty
         quote = units.format_amount
-        change = t.last_price - t.open_price
-        pct = f"{(change * 100 / t.open_price):.3f}" if t.open_price else "0.000"
+        change, percent = formats.price_change(spec, t.open_price, t.last_price)
         return {
             "symbol": spec.symbol,
-            "priceChange": ("-" if change < 0 else "") + spec.format_price(abs(change)),
-            "priceChangePercent": pct,
-            "weightedAvgPrice": _weighted_price(spec, t.quote_volume, t.volume),
+            "priceChange": change,
+            "priceChangePercent": percent,
+            "weightedAvgPrice": formats.weighted_price(spec, t.quote_volume, t.volume),
             "prevClosePrice": spec.format_price(t.prev_close_price),
             "lastPrice": spec.format_price(t.last_price),
             "lastQty": fmt_q(t.last_qty),
@@ -285,17 +282,9 @@ def router(node: Node) -> APIRouter:
         rows = await queries.klines(node.db, spec.symbol, "1m", now - 5 * 60_000, now, 5, now)
         volume = sum(r.volume for r in rows)
         quote_volume = sum(r.quote_volume for r in rows)
-        return {"mins": 5, "price": _weighted_price(spec, quote_volume, volume), "closeTime": now}
+        return {"mins": 5, "price": formats.weighted_price(spec, quote_volume, volume), "closeTime": now}
 
     return api
-
-
-def _weighted_price(spec: MarketSpec, quote_volume: int, volume: int) -> str:
-    """Quote traded per base traded, rounded down to 8 decimals ("0.00000000" when none)."""
-    if not volume:
-        return "0.00000000"
-    price = Fraction(quote_volume, 10**spec.quote_decimals) / (volume * Fraction(spec.lot_size))
-    return units.format_amount(math.floor(price * 10**8), 8)
 
 
 def trade_json(spec: MarketSpec, row: Any) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from investo.api import units
+from investo.api.formats import price_change, weighted_price
 from investo.core.exchange import Exchange
 from investo.core.messages import Side, TradeExecuted
 from investo.host import Applied
@@ -420,19 +421,14 @@ def _ticker_json(
 ) -> dict[str, object]:
     fp, fq = spec.format_price, spec.format_qty
     bid, ask = top[0] or (0, 0), top[1] or (0, 0)
-    change = s.last - s.open
-    pct = f"{(change * 100 / s.open):.3f}" if s.open else "0.000"
-    weighted = "0.00000000"
-    if s.volume:
-        # quote units per lot → price in ticks is quote / (volume × notional_unit)
-        weighted = fp(s.quote_volume // (s.volume * spec.core.notional_unit))
+    change, percent = price_change(spec, s.open, s.last)
     return {
         "e": "24hrTicker",
         "E": now,
         "s": spec.symbol,
-        "p": ("-" if change < 0 else "") + fp(abs(change)),
-        "P": pct,
-        "w": weighted,
+        "p": change,
+        "P": percent,
+        "w": weighted_price(spec, s.quote_volume, s.volume),
         "x": fp(s.prev_close),
         "c": fp(s.last),
         "Q": fq(s.last_qty),
