@@ -1,7 +1,7 @@
 """One suite for every Log implementation, run against each backend URL.
 
-To add a backend (Redis Streams next), add an entry to ``BACKENDS``: a function from
-``tmp_path`` to a :class:`Backend`, or ``None`` to skip (e.g. no server configured).
+To add a backend, add an entry to ``BACKENDS``: a function from ``tmp_path`` to a
+:class:`Backend`, or ``None`` to skip (e.g. no server configured).
 Tests that close and reopen a log run only on durable backends. Tests that need a
 backend's internals sit at the end, named after it.
 """
@@ -9,14 +9,27 @@ backend's internals sit at the end, named after it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
-from investo.log import Log, LogClosedError, LogError, LogTrimmedError, MemoryLog, SqliteLog, open_log
+from investo.log import (
+    Log,
+    LogClosedError,
+    LogError,
+    LogTrimmedError,
+    MemoryLog,
+    RedisLog,
+    SqliteLog,
+    open_log,
+)
 
 
 @dataclass(frozen=True)
@@ -24,23 +37,67 @@ class Backend:
     name: str
     url: str
     durable: bool  # what was appended is still there after close() and open_log(url)
+    cleanup: Callable[[], None] | None = None  # run after the test (e.g. delete server keys)
 
     def open(self) -> Log:
         return open_log(self.url)
 
 
+# The Redis that sessions and CI start before the tests (no persistence: the suite's
+# "durable" means "survives close and reopen", which the same server gives).
+REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 0
+
+
+@functools.cache
+def _redis_unreachable() -> str | None:
+    """Why the test Redis cannot be used, or None if it answers PING."""
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+def _redis_backend(tmp: Path) -> Backend:
+    reason = _redis_unreachable()
+    if reason is not None:
+        message = f"no Redis at {REDIS_HOST}:{REDIS_PORT} for the redis log backend ({reason})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI must start one before the tests")
+        pytest.skip(f"{message}; start redis-server to run these tests")
+    prefix = f"investo-test-{uuid.uuid4().hex}"
+
+    def delete_keys() -> None:
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}:*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}?prefix={prefix}"
+    return Backend("redis", url, durable=True, cleanup=delete_keys)
+
+
 BACKENDS: dict[str, Callable[[Path], Backend | None]] = {
     "memory": lambda tmp: Backend("memory", "memory://", durable=False),
     "sqlite": lambda tmp: Backend("sqlite", f"sqlite:///{tmp}/log.db", durable=True),
+    "redis": _redis_backend,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     found = BACKENDS[request.param](tmp_path)
     if found is None:
         pytest.skip(f"the {request.param} backend is not configured")
-    return found
+    yield found
+    if found.cleanup is not None:
+        found.cleanup()
 
 
 @pytest.fixture
@@ -321,10 +378,14 @@ def test_open_log_picks_the_implementation_by_url(tmp_path: Path) -> None:
         asyncio.run(log.close())
     assert (tmp_path / "a.db").exists()
     assert (tmp_path / "b.db").exists()
+    for url, prefix in (("redis://localhost:6379/0", "investo"), ("rediss://h:1/2?prefix=node-a", "node-a")):
+        log = open_log(url)  # connects on first use, not here
+        assert isinstance(log, RedisLog)
+        assert log.prefix == prefix
+        asyncio.run(log.close())
 
 
 UNSUPPORTED = [
-    "redis://localhost:6379/0",
     "postgres://db/x",
     "memory://named",
     "sqlite://",
@@ -341,6 +402,18 @@ def test_open_log_rejects_unsupported_urls(url: str) -> None:
     assert "memory://" in message
     if url.startswith(("redis", "postgres")):
         assert "sqlite:///" in message and url.split(":")[0] in message
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("redis://localhost/0?prefix=", "must not be empty"),
+        ("redis://localhost/0?prefix=a&prefix=b", "one prefix"),
+    ],
+)
+def test_open_log_rejects_bad_redis_urls(url: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        open_log(url)
 
 
 # --------------------------------------------------------------------------------
@@ -420,3 +493,69 @@ def test_sqlite_refuses_foreign_files(tmp_path: Path) -> None:
 
     with pytest.raises(LogError, match="cannot open"):
         open_log(str(tmp_path / "missing-dir" / "log.db"))
+
+
+# --------------------------------------------------------------------------------
+# Redis internals
+# --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_backend(tmp_path: Path) -> Iterator[Backend]:
+    found = _redis_backend(tmp_path)
+    yield found
+    assert found.cleanup is not None
+    found.cleanup()
+
+
+async def test_redis_key_layout(redis_backend: Backend) -> None:
+    async with open_log(redis_backend.url, keep_snapshots=3) as log:
+        assert isinstance(log, RedisLog)
+        await log.append([b"a", b"b", b"c", b"d", b"e"])
+        for offset in range(1, 6):
+            await log.save_snapshot(offset, f"s{offset}".encode())
+        await log.trim(5)
+        prefix = log.prefix
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    try:
+        assert client.xrange(f"{prefix}:log") == [(b"5-0", {b"p": b"e"})]
+        assert client.get(f"{prefix}:next") == b"5"
+        assert client.get(f"{prefix}:first") == b"5"
+        assert client.hgetall(f"{prefix}:snapshots") == {b"3": b"s3", b"4": b"s4", b"5": b"s5"}
+    finally:
+        client.close()
+
+
+async def test_redis_clients_sharing_a_prefix_share_one_log(redis_backend: Backend) -> None:
+    # Two processes (here: two clients) appending to one log still get contiguous batches.
+    async with redis_backend.open() as one, redis_backend.open() as two:
+        results = await asyncio.gather(
+            *(log.append(_batch(p, 0)) for p in range(20) for log in (one, two)),
+        )
+        total = sum(len(offsets) for offsets in results)
+        assert sorted(o for offsets in results for o in offsets) == list(range(1, total + 1))
+        for offsets in results:
+            assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))
+        assert await one.read(0, 1000) == await two.read(0, 1000)
+
+
+async def test_redis_unreachable_server_raises_log_error() -> None:
+    async with open_log("redis://127.0.0.1:1/0?prefix=nowhere") as log:
+        with pytest.raises(LogError, match="Redis log operation failed"):
+            await log.append([b"a"])
+        with pytest.raises(LogError):
+            await log.read(0, 10)
+
+
+async def test_redis_append_refuses_to_reuse_offsets_if_the_counter_is_lost(redis_backend: Backend) -> None:
+    async with redis_backend.open() as log:
+        assert isinstance(log, RedisLog)
+        await log.append([b"a", b"b"])
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+        try:
+            client.delete(f"{log.prefix}:next")  # e.g. evicted by a misconfigured server
+        finally:
+            client.close()
+        with pytest.raises(LogError, match="refusing to reuse"):
+            await log.append([b"c", b"d"])
+        assert await log.read(0, 10) == [(1, b"a"), (2, b"b")]

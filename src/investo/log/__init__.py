@@ -14,6 +14,7 @@ from investo.log.base import (
 )
 from investo.log.factory import SUPPORTED_URLS, open_log
 from investo.log.memory import MemoryLog
+from investo.log.redis import RedisLog
 from investo.log.sqlite import SqliteLog
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "LogError",
     "LogTrimmedError",
     "MemoryLog",
+    "RedisLog",
     "SqliteLog",
     "open_log",
 ]

@@ -26,7 +26,7 @@ same exceptions: programming errors raise ``TypeError`` / ``ValueError``; storag
 failures raise :class:`LogError`; any call after ``close`` raises
 :class:`LogClosedError`.
 
-Costs depend on the implementation; see ``memory.py`` and ``sqlite.py``.
+Costs depend on the implementation; see ``memory.py``, ``sqlite.py`` and ``redis.py``.
 """
 
 from __future__ import annotations
