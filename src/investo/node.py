@@ -98,7 +98,8 @@ class Node:
         await asyncio.to_thread(upgrade, self.database_url)
         self.db = make_engine(self.database_url)
         self.log = open_log(self.log_url)
-        self.writer = HistoryWriter(self.db, self.markets)
+        # Small writes: each one's Python work runs on the event loop between requests.
+        self.writer = HistoryWriter(self.db, self.markets, max_commands=256)
         await self.writer.load_progress()
         self.writer.start()
         self.host = EngineHost(
