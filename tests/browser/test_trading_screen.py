@@ -125,6 +125,8 @@ def test_market_order_fills(page: Any, artifacts: Path) -> None:
         assert time.monotonic() < deadline, f"TATA balance {tata()} after buying 3 from {before}"
         page.wait_for_timeout(200)
     page.wait_for_selector("#tape .row.up >> text=3")  # our buy, coloured as a buyer's trade
+    order_id = re.search(r"Order (\d+)", _text(page, "#order-result")).group(1)  # type: ignore[union-attr]
+    page.wait_for_selector(f"#fills tr[data-order-id='{order_id}']")  # from the user data stream
     page.screenshot(path=str(artifacts / "03-after-market-buy.png"))
     assert page.problems == []
 

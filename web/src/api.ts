@@ -141,16 +141,16 @@ export async function signUp(name: string): Promise<Identity> {
   return identity;
 }
 
-/** A signed request: GET/DELETE carry the signed string as the query, POST as the body. */
+/** A signed request: GET/DELETE carry the signed string as the query, POST/PUT as the body. */
 export async function signed<T>(
   me: Identity,
-  method: "GET" | "POST" | "DELETE",
+  method: "GET" | "POST" | "PUT" | "DELETE",
   path: string,
   params: Record<string, string> = {},
 ): Promise<T> {
   const payload = await signedBody(me.privateKey, params);
   const headers: Record<string, string> = { "X-MBX-APIKEY": me.apiKey };
-  if (method === "POST") {
+  if (method === "POST" || method === "PUT") {
     headers["Content-Type"] = "application/x-www-form-urlencoded";
     return parse<T>(await fetch(path, { method, headers, body: payload }));
   }

@@ -19,9 +19,10 @@ import {
   syncClock,
   webCryptoProblem,
 } from "./api";
+import { type AccountState, type Balance, type OpenOrder, type UserEvent, applyEvent, fromSnapshot } from "./account";
 import { type Filters, trim, validateOrder } from "./decimal";
 import { BookSync, type DepthDiff, type DepthSnapshot, type SyncResult } from "./orderbook";
-import { type ConnState, Stream } from "./stream";
+import { type ConnState, Stream, UserStream } from "./stream";
 
 // ---------------------------------------------------------------------------------------------
 // Types of the API's answers (only the fields used here)
@@ -60,26 +61,10 @@ interface TradeMsg {
 interface KlineMsg {
   k: { t: number; o: string; h: string; l: string; c: string; v: string; i: string };
 }
-interface OpenOrder {
-  orderId: number;
-  symbol: string;
-  side: "BUY" | "SELL";
-  type: string;
-  price: string;
-  origQty: string;
-  executedQty: string;
-  time: number;
-}
-interface Balance {
-  asset: string;
-  free: string;
-  locked: string;
-}
 
 const INTERVALS = ["1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d"];
 const BOOK_DEPTH = 12;
 const TAPE_LENGTH = 40;
-const POLL_MS = 2000;
 
 // ---------------------------------------------------------------------------------------------
 // Page skeleton
@@ -150,6 +135,11 @@ app.innerHTML = `
     <table class="orders"><thead><tr><th>Asset</th><th>Free</th><th>Locked</th></tr></thead>
     <tbody id="balances"></tbody></table>
   </section>
+  <section class="panel fills-panel">
+    <div class="panel-head"><span>My fills</span></div>
+    <table class="orders"><thead><tr><th>Market</th><th>Side</th><th>Price</th><th>Qty</th><th>Fee</th><th>Time</th></tr></thead>
+    <tbody id="fills"></tbody></table>
+  </section>
 </main>
 <footer class="foot muted">
   Demo exchange: play money only. Charts by
@@ -172,7 +162,8 @@ let generation = 0; // bumps on market change: late answers of the old market ar
 let me: Identity | undefined;
 let side: "BUY" | "SELL" = "BUY";
 let fees = { maker: 0.001, taker: 0.002 };
-let balances: Balance[] = [];
+let account: AccountState = { symbol: "", orders: [], balances: [], fills: [] };
+let userStream: UserStream | undefined;
 
 function filtersOf(info: SymbolInfo): Filters {
   const by = (t: string) => info.filters.find((f) => f.filterType === t) ?? {};
@@ -465,6 +456,7 @@ function renderAccountBox(): void {
       if (!confirm("Forget this browser's key? The account cannot be used from here again.")) return;
       await forgetIdentity();
       me = undefined;
+      stopUserStream();
       renderAccountBox();
     };
     $("order-form").classList.remove("disabled");
@@ -489,7 +481,7 @@ function renderAccountBox(): void {
     try {
       me = await signUp(name);
       renderAccountBox();
-      void refreshAccount();
+      startUserStream();
     } catch (error) {
       $("signup-error").textContent = describe(error);
     } finally {
@@ -546,7 +538,7 @@ function updateEstimate(): void {
   const fee = cost * rate;
   const approx = type === "MARKET" ? "≈ " : "";
   est.textContent = `${side === "BUY" ? "Cost" : "Proceeds"} ${approx}${fmtNum(cost)} ${market.quote} · fee up to ${fmtNum(fee)} ${market.quote} (${(rate * 100).toFixed(2)}%)`;
-  const quote = balances.find((b) => b.asset === (side === "BUY" ? market.quote : market.base));
+  const quote = account.balances.find((b) => b.asset === (side === "BUY" ? market.quote : market.base));
   if (quote) est.textContent += ` · available ${fmtNum(quote.free, side === "BUY" ? 2 : market.qtyDecimals)}`;
 }
 
@@ -575,7 +567,6 @@ async function submitOrder(e: Event): Promise<void> {
     const r = await signed<{ orderId: number; status: string; executedQty: string }>(me, "POST", "/api/v3/order", params);
     $("order-result").className = "result ok";
     $("order-result").textContent = `Order ${r.orderId}: ${r.status.toLowerCase().replace("_", " ")}, filled ${fmtQty(r.executedQty)}`;
-    void refreshAccount();
   } catch (error) {
     $("order-result").className = "result error";
     $("order-result").textContent = describe(error);
@@ -593,46 +584,94 @@ async function cancel(orderId?: number): Promise<void> {
     $("order-result").className = "result error";
     $("order-result").textContent = describe(error);
   }
-  void refreshAccount();
 }
 
-let refreshing = false;
+// Open orders, balances and fills follow the user data stream; REST gives the state at each
+// (re)connection and market change. Events arriving while a REST refresh is in flight are
+// kept and re-applied on top of its answer, so an older answer cannot undo them.
+let refreshSeq = 0;
+let inFlight = 0;
+let sinceRefresh: UserEvent[] = [];
 
 async function refreshAccount(): Promise<void> {
-  if (!me || refreshing || document.hidden) return;
-  refreshing = true;
+  if (!me) return;
+  const seq = ++refreshSeq;
+  const from = sinceRefresh.length;
+  const symbol = market.symbol;
+  inFlight += 1;
   try {
-    const [orders, account] = await Promise.all([
-      signed<OpenOrder[]>(me, "GET", "/api/v3/openOrders", { symbol: market.symbol }),
+    const [orders, acct] = await Promise.all([
+      signed<OpenOrder[]>(me, "GET", "/api/v3/openOrders", { symbol }),
       signed<{ balances: Balance[]; commissionRates?: { maker: string; taker: string } }>(me, "GET", "/api/v3/account", {
         omitZeroBalances: "true",
       }),
     ]);
-    if (account.commissionRates) {
-      fees = { maker: Number(account.commissionRates.maker), taker: Number(account.commissionRates.taker) };
+    if (seq !== refreshSeq) return; // a newer refresh (or market) wins
+    if (acct.commissionRates) {
+      fees = { maker: Number(acct.commissionRates.maker), taker: Number(acct.commissionRates.taker) };
     }
-    balances = account.balances;
-    $("open-orders").innerHTML =
-      orders
-        .sort((a, b) => b.time - a.time)
-        .map(
-          (o) => `<tr data-order-id="${o.orderId}"><td class="${o.side === "BUY" ? "up" : "down"}">${o.side === "BUY" ? "Buy" : "Sell"}</td>
-          <td>${fmtPrice(o.price)}</td><td>${fmtQty(o.origQty)}</td><td>${fmtQty(o.executedQty)}</td>
-          <td><button type="button" class="link cancel" data-order-id="${o.orderId}">Cancel</button></td></tr>`,
-        )
-        .join("") || `<tr><td colspan="5" class="muted">No open orders in ${market.symbol}</td></tr>`;
-    $("balances").innerHTML = balances
-      .map((b) => `<tr data-asset="${b.asset}"><td>${b.asset}</td><td class="free">${trim(b.free)}</td><td>${trim(b.locked)}</td></tr>`)
-      .join("");
-    updateEstimate();
+    account = sinceRefresh.slice(from).reduce(applyEvent, fromSnapshot(account, symbol, orders, acct.balances));
+    renderAccount();
   } catch (error) {
     if (error instanceof ApiError && (error.code === -2014 || error.code === -2015)) {
       $("order-result").className = "result error";
       $("order-result").textContent = `This browser's key was refused: ${error.message}`;
     } else reportError(error);
   } finally {
-    refreshing = false;
+    inFlight -= 1;
+    if (inFlight === 0) sinceRefresh = [];
   }
+}
+
+function onUserEvent(event: UserEvent): void {
+  if (inFlight > 0) sinceRefresh.push(event);
+  const next = applyEvent(account, event);
+  if (next === account) return;
+  account = next;
+  renderAccount();
+}
+
+function startUserStream(): void {
+  stopUserStream();
+  const who = me;
+  if (!who) return;
+  userStream = new UserStream(
+    {
+      create: async () => (await signed<{ listenKey: string }>(who, "POST", "/api/v3/userDataStream")).listenKey,
+      keepAlive: async (listenKey) => void (await signed(who, "PUT", "/api/v3/userDataStream", { listenKey })),
+    },
+    { onOpen: () => void refreshAccount(), onMessage: (data) => onUserEvent(data as UserEvent) },
+  );
+}
+
+function stopUserStream(): void {
+  userStream?.close();
+  userStream = undefined;
+}
+
+function renderAccount(): void {
+  $("open-orders").innerHTML =
+    account.orders
+      .map(
+        (o) => `<tr data-order-id="${o.orderId}"><td class="${o.side === "BUY" ? "up" : "down"}">${o.side === "BUY" ? "Buy" : "Sell"}</td>
+          <td>${fmtPrice(o.price)}</td><td>${fmtQty(o.origQty)}</td><td>${fmtQty(o.executedQty)}</td>
+          <td><button type="button" class="link cancel" data-order-id="${o.orderId}">Cancel</button></td></tr>`,
+      )
+      .join("") || `<tr><td colspan="5" class="muted">No open orders in ${market.symbol}</td></tr>`;
+  $("balances").innerHTML = account.balances
+    .map((b) => `<tr data-asset="${b.asset}"><td>${b.asset}</td><td class="free">${trim(b.free)}</td><td>${trim(b.locked)}</td></tr>`)
+    .join("");
+  $("fills").innerHTML =
+    account.fills
+      .map((f) => {
+        const time = new Date(f.time).toLocaleTimeString("en-GB", { hour12: false });
+        return `<tr data-fill="${f.key}" data-order-id="${f.orderId}"><td>${f.symbol}</td>
+          <td class="${f.side === "BUY" ? "up" : "down"}">${f.side === "BUY" ? "Buy" : "Sell"}</td>
+          <td>${trim(f.price)}</td><td class="qty">${trim(f.qty)}</td><td>${trim(f.fee)} ${f.feeAsset}</td>
+          <td class="muted">${time}</td></tr>`;
+      })
+      .join("") || `<tr><td colspan="6" class="muted">No fills yet</td></tr>`;
+  updateEstimate();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -698,8 +737,8 @@ async function start(): Promise<void> {
   me = webCryptoProblem() ? undefined : await loadIdentity().catch(() => undefined);
   renderAccountBox();
   selectMarket(localStorage.getItem("investo.market") ?? markets[0].symbol);
+  if (me) startUserStream(); // its first connection refreshes over REST
   setInterval(() => bookDirty && renderBook(), 100);
-  setInterval(() => void refreshAccount(), POLL_MS);
 }
 
 void start().catch((error) => {
