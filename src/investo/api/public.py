@@ -17,9 +17,9 @@ from investo.api.signed import param_docs, unsigned_params
 from investo.markets import MarketSpec
 from investo.node import Node
 from investo.store import queries
+from investo.store.models import INTERVALS
 
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000, 5000)
-INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d")
 ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET"]
 STP_MODES = ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"]
 

@@ -45,7 +45,7 @@ per market and is summed O(1,440) at most once per tick per traded market.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -58,17 +58,8 @@ from investo.core.messages import (
     Side,
     TradeExecuted,
 )
+from investo.store.models import INTERVALS  # the candle intervals, one definition for all
 
-INTERVALS: Final[Mapping[str, int]] = {
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "4h": 14_400_000,
-    "1d": 86_400_000,
-}
 DAY_MS: Final = 86_400_000
 MINUTE_MS: Final = 60_000
 BUY, SELL = Side.BUY, Side.SELL

@@ -50,7 +50,6 @@ from investo.core.messages import Side, TradeExecuted
 from investo.host import Applied
 from investo.marketdata.builders import (
     DAY_MS,
-    INTERVALS,
     Candle,
     DayStats,
     DepthBuilder,
@@ -61,6 +60,7 @@ from investo.marketdata.builders import (
 from investo.marketdata.hub import Hub
 from investo.markets import MarketSpec
 from investo.store import queries
+from investo.store.models import INTERVALS
 
 log = logging.getLogger(__name__)
 
