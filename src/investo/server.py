@@ -44,6 +44,7 @@ class UpOptions:
     ws_queue_limit: int = 1_000
     ws_ping_seconds: float = 20.0
     bots: bool = True  # run the built-in market makers and noise traders (investo.bots)
+    database_url: str | None = None  # the SQL history (default: history.db in data_dir)
 
 
 @contextmanager
@@ -102,6 +103,7 @@ def build_app(options: UpOptions) -> FastAPI:
         NodeConfig(
             data_dir=options.data_dir,
             markets=markets,
+            database_url=options.database_url,
             snapshot_every=options.snapshot_every,
             ws_queue_limit=options.ws_queue_limit,
         )

@@ -10,14 +10,20 @@ exactly as the host would, and the rows are checked against the engine's own sta
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import get_args
 
+import msgspec
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from investo.core.exchange import Exchange
@@ -25,20 +31,24 @@ from investo.core.messages import (
     CancelOrder,
     Command,
     Deposit,
+    Event,
     OrderAccepted,
+    OrderPartiallyFilled,
     OrderType,
     PlaceOrder,
     Side,
     StpMode,
     TimeInForce,
+    TradeExecuted,
     Withdraw,
 )
 from investo.host import Applied
 from investo.markets import MarketSpec, load_markets
 from investo.store import queries
-from investo.store.db import make_engine
-from investo.store.migrate import current_revision, upgrade, upgrade_async
-from investo.store.models import OPEN_STATUS_SQL, Base, LedgerEntry, Order, OrderUpdate, Trade
+from investo.store.db import async_url, make_engine
+from investo.store.migrate import alembic_config, current_revision, upgrade, upgrade_async
+from investo.store.models import INTERVALS, OPEN_STATUS_SQL, Base, LedgerEntry, Order, OrderUpdate, Trade
+from investo.store.rebuild import rebuild_candles
 from investo.store.writer import HistoryWriter, WriterStopped
 
 SYMBOL = "TATAINR"
@@ -144,10 +154,10 @@ def batches(applied: list[Applied], size: int) -> list[list[Applied]]:
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite:///{tmp_path / 'history.db'}"
-    await upgrade_async(url)
-    db = make_engine(url)
+async def engine(history_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated, empty history database: a SQLite file or a Postgres database (tests/conftest.py)."""
+    await upgrade_async(history_url)
+    db = make_engine(history_url)
     yield db
     await db.dispose()
 
@@ -193,19 +203,58 @@ async def test_migrations_create_exactly_the_models(engine: AsyncEngine) -> None
     assert await current_revision(engine) == "0001"
 
 
-async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'again.db'}"
-    upgrade(url)  # from inside this test's event loop: runs on a helper thread
-    upgrade(url)
-    db = make_engine(url)
+async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(history_url: str) -> None:
+    upgrade(history_url)  # from inside this test's event loop: runs on a helper thread
+    upgrade(history_url)
+    db = make_engine(history_url)
     try:
         assert await current_revision(db) == "0001"
         async with db.connect() as conn:
-            assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
-            assert await conn.scalar(text("PRAGMA synchronous")) == 1  # NORMAL
-            assert await conn.scalar(text("PRAGMA foreign_keys")) == 1
+            if db.dialect.name == "sqlite":
+                assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
+                assert await conn.scalar(text("PRAGMA synchronous")) == 1  # NORMAL
+                assert await conn.scalar(text("PRAGMA foreign_keys")) == 1
+            else:
+                assert db.dialect.name == "postgresql" and db.dialect.driver == "asyncpg"
+                assert await conn.scalar(text("SELECT count(*) FROM alembic_version")) == 1
     finally:
         await db.dispose()
+
+
+async def test_downgrade_drops_everything_and_upgrade_recreates_it(history_url: str) -> None:
+    def downgrade(conn: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+
+    def tables(conn: Connection) -> set[str]:
+        return set(inspect(conn).get_table_names())
+
+    history = set(Base.metadata.tables)
+    await upgrade_async(history_url)
+    db = make_engine(history_url)
+    try:
+        async with db.connect() as conn:
+            assert await conn.run_sync(tables) == history | {"alembic_version"}
+        async with db.begin() as conn:
+            await conn.run_sync(downgrade)
+        async with db.connect() as conn:
+            assert await conn.run_sync(tables) <= {"alembic_version"}
+        assert await current_revision(db) is None
+        await upgrade_async(db)
+        assert await current_revision(db) == "0001"
+        user_id, _ = await queries.register_user(db, "again", PEM)
+        assert user_id == 1
+    finally:
+        await db.dispose()
+
+
+def test_postgres_urls_use_asyncpg() -> None:
+    assert async_url("postgresql://u@h:5433/db").drivername == "postgresql+asyncpg"
+    assert async_url("postgres://h/db").drivername == "postgresql+asyncpg"
+    assert async_url("postgresql+psycopg://h/db").drivername == "postgresql+asyncpg"
+    ssl = async_url("postgresql://h/db?sslmode=verify-full&application_name=x")
+    assert dict(ssl.query) == {"ssl": "verify-full", "application_name": "x"}  # libpq's name -> asyncpg's
 
 
 async def test_in_memory_database_migrates_through_its_engine() -> None:
@@ -446,10 +495,50 @@ async def test_open_all_and_lookup_by_client_id(engine: AsyncEngine, written: Sc
 
 
 async def test_open_orders_use_the_partial_index(engine: AsyncEngine, written: Script) -> None:
-    query = f"EXPLAIN QUERY PLAN SELECT order_id FROM orders WHERE user_id = 1 AND {OPEN_STATUS_SQL}"
+    query = f"SELECT order_id FROM orders WHERE user_id = 1 AND {OPEN_STATUS_SQL}"
     async with engine.connect() as conn:
-        plan = " ".join(str(row[-1]) for row in await conn.execute(text(query)))
+        if engine.dialect.name == "sqlite":
+            explain = f"EXPLAIN QUERY PLAN {query}"
+        else:  # a table this small is cheaper to scan: ask which index Postgres would use
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            explain = f"EXPLAIN {query}"
+        plan = " ".join(str(row[-1]) for row in await conn.execute(text(explain)))
     assert "ix_orders_open" in plan
+
+
+def assert_exact_types(row: msgspec.Struct) -> None:
+    """Every field holds exactly its annotated type: no Decimal or float where an int belongs."""
+    for info in msgspec.structs.fields(row):
+        value = getattr(row, info.name)
+        allowed = get_args(info.type) or (info.type,)
+        assert type(value) in allowed, (type(row).__name__, info.name, type(value), value)
+
+
+async def test_every_number_comes_back_as_an_int(engine: AsyncEngine, written: Script) -> None:
+    """Postgres returns NUMERIC amounts and SUM(BIGINT) as Decimal: each query must turn them into int."""
+    now = T0 + 4 * MIN + 30_000
+    rows: list[msgspec.Struct] = [
+        *await queries.all_orders(engine, ALICE, SYMBOL),
+        *await queries.all_orders(engine, CAROL, SYMBOL),
+        *await queries.order_updates(engine, written.ids["ask2"]),
+        *await queries.recent_trades(engine, SYMBOL),
+        *await queries.my_trades(engine, BOB, SYMBOL),
+        *await queries.agg_trades(engine, SYMBOL),
+        *await queries.klines(engine, SYMBOL, "1m", T0, None, 500, now),
+        *await queries.klines(engine, SYMBOL, "1d", None, None, 2, now),
+        await queries.ticker_24h(engine, SYMBOL, now),
+        await queries.ticker_24h(engine, SYMBOL, T0 + 3 * 86_400_000),
+    ]
+    assert len(rows) > 30
+    for row in rows:
+        assert_exact_types(row)
+    quote_buy = await queries.get_order(engine, CAROL, SYMBOL, written.ids["mkt_quote"])
+    assert quote_buy is not None and type(quote_buy.orig_quote_qty) is int
+    for user in USERS:
+        assert all(type(v) is int for v in (await queries.ledger_balances(engine, user)).values())
+    assert type(await queries.demo_claimed_today(engine, ALICE, "INR", 0)) is int
+    ids = await queries.trade_id_range(engine, SYMBOL, T0, now)
+    assert ids == (1, 6) and all(type(i) is int for i in ids)
 
 
 # --------------------------------------------------------------------------------
@@ -521,6 +610,41 @@ async def test_two_writers_with_one_name_never_duplicate(engine: AsyncEngine, sc
     assert second.stats.failures == 1 and second.stats.commands == 0
     reference = await table_counts(engine)
     assert reference[2] == 6  # six trades, once
+
+
+async def test_two_writers_with_one_name_racing_never_duplicate(engine: AsyncEngine, script: Script) -> None:
+    """Both write the same batches at once: the watermark's compare-and-set lets one row set in."""
+    applied = script.session.applied
+    writers = [HistoryWriter(engine, load_markets(None), retry_seconds=0.01) for _ in range(2)]
+    for writer in writers:
+        await writer.load_progress()
+    for writer in writers:
+        writer.start()
+    for batch in batches(applied, 4):
+        for writer in writers:
+            writer.on_applied(batch)
+    for writer in writers:
+        await asyncio.wait_for(writer.wait_for(applied[-1].offset), 10)
+        await writer.stop()
+    assert sum(w.stats.commands for w in writers) == len(applied)  # each offset written once
+    assert all(w.stats.failures >= 1 for w in writers if w.stats.commands < len(applied))
+    assert sum(w.stats.failures for w in writers) >= 1  # the second to write found the watermark moved
+    assert await table_counts(engine) == await table_counts_of_one_writer(applied)
+    for user in USERS:
+        engine_totals = {
+            asset: a + r for asset, (a, r) in script.session.exchange.accounts.balances(user).items() if a + r
+        }
+        assert await queries.ledger_balances(engine, user) == engine_totals
+
+
+async def table_counts_of_one_writer(applied: list[Applied]) -> list[int]:
+    reference = make_engine("sqlite://")
+    try:
+        await upgrade_async(reference)
+        await write_all(reference, applied, size=len(applied))
+        return await table_counts(reference)
+    finally:
+        await reference.dispose()
 
 
 async def test_batches_queued_together_are_written_in_one_transaction(
@@ -620,3 +744,134 @@ async def test_a_database_younger_than_the_log_is_written_with_a_warning(
     assert "never stored" in caplog.text
     assert writer.durable_offset == applied[-1].offset
     assert len(await queries.recent_trades(engine, SYMBOL, 100)) == 4  # trades 3..6 happened after offset 10
+
+
+# --------------------------------------------------------------------------------
+# Postgres only
+# --------------------------------------------------------------------------------
+
+
+async def test_amounts_wider_than_64_bits_are_exact_on_postgres(postgres_url: str) -> None:
+    """NUMERIC(38, 0) sums past 2^63 (an order's cumulative quote, a candle's quote volume) stay exact.
+
+    Three trades of one taker order, each worth 4.5e18 paise (a BIGINT), written in three
+    transactions: the order's ``cum_quote_qty`` is then updated, and the candle upserted, past
+    2^63 by SQL arithmetic on NUMERIC. (SQLite stores these columns as 64-bit integers.)
+    """
+    await upgrade_async(postgres_url)
+    db = make_engine(postgres_url)
+    price, qty = 1_000_000_000, 900_000_000
+    notional = price * qty * 5  # TATAINR: a tick times a lot is 5 paise
+    total = 3 * notional
+    assert notional < 2**63 <= total
+
+    def accepted(order_id: int, user: int, side: Side) -> OrderAccepted:
+        lots = 3 * qty
+        return OrderAccepted(T0, SYMBOL, order_id, user, side, LIMIT, GTC, price, lots, 0, "", StpMode.NONE)
+
+    def trade(seq: int, trade_id: int) -> list[Event]:
+        return [
+            TradeExecuted(seq, T0 + trade_id, SYMBOL, trade_id, price, qty, BUY, 1, BOB, 2, ALICE, 0, 0),
+            OrderPartiallyFilled(seq + 1, T0 + trade_id, SYMBOL, 1, BOB, (3 - trade_id) * qty),
+            OrderPartiallyFilled(seq + 2, T0 + trade_id, SYMBOL, 2, ALICE, (3 - trade_id) * qty),
+        ]
+
+    command = Deposit(T0, ALICE, "INR", 1)  # the writer reads only the events
+    applied = [
+        Applied(1, command, [accepted(1, BOB, SELL)]),
+        Applied(2, command, [accepted(2, ALICE, BUY), *trade(1, 1)]),
+        Applied(3, command, trade(4, 2)),
+        Applied(4, command, trade(7, 3)),
+    ]
+    try:
+        writer = HistoryWriter(db, load_markets(None))
+        writer.start()
+        for item in applied:  # one transaction each
+            writer.on_applied([item])
+            await asyncio.wait_for(writer.wait_for(item.offset), 10)
+        await writer.stop()
+        assert writer.stats.transactions == 4
+        order = await queries.get_order(db, ALICE, SYMBOL, 2)
+        assert order is not None and order.cum_quote_qty == total and type(order.cum_quote_qty) is int
+        assert order.executed_qty_lots == 3 * qty
+        for interval in ("1m", "1d"):
+            (candle,) = await queries.klines(db, SYMBOL, interval, None, None, 1, T0 + 30_000)
+            assert (candle.quote_volume, candle.volume, candle.trades) == (total, 3 * qty, 3)
+            assert_exact_types(candle)
+        for now in (T0 + 30_000, T0 + 2 * MIN):  # the minute from trades, then from the 1m candle
+            ticker = await queries.ticker_24h(db, SYMBOL, now)
+            assert (ticker.quote_volume, ticker.volume, ticker.count) == (total, 3 * qty, 3)
+            assert_exact_types(ticker)
+        assert (await queries.ledger_balances(db, BOB))["INR"] == total
+    finally:
+        await db.dispose()
+
+
+def test_processes_starting_together_migrate_a_postgres_database_once(postgres_url: str) -> None:
+    """Several nodes starting at once against one fresh database: one migrates, the others wait."""
+    code = "import sys; from investo.store.migrate import upgrade; upgrade(sys.argv[1])"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, postgres_url], stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+
+    async def revision() -> str | None:
+        db = make_engine(postgres_url)
+        try:
+            return await current_revision(db)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(revision()) == "0001"
+
+
+async def test_rebuild_next_to_a_running_writer_on_postgres(postgres_url: str, script: Script) -> None:
+    """A writer commits a trade while the rebuild runs: its candle upsert waits for the rebuild.
+
+    The writer's transaction starts once the rebuild has deleted the candles (from the
+    rebuild's progress callback, on another thread), with a trade a day later, so none of
+    its candles is a row the rebuild deleted (and holds locked). Without the rebuild's
+    table lock the writer would commit its trade and candles at once; the rebuild would
+    then count that trade too and fail on the writer's candle rows.
+    """
+    await upgrade_async(postgres_url)
+    db = make_engine(postgres_url)
+    applied = script.session.applied
+    try:
+        await write_all(db, applied)
+        last = applied[-1].offset
+        day = 86_400_000
+        late = TradeExecuted(0, T0 + day, SYMBOL, 7, 19_000, 4, SELL, 0, ALICE, 0, BOB, 0, 0)
+        late_applied = Applied(last + 1, Deposit(T0, ALICE, "INR", 1), [late])
+
+        async def write_late() -> None:
+            engine = make_engine(postgres_url)
+            try:
+                writer = HistoryWriter(engine, load_markets(None))
+                writer.start()
+                writer.on_applied([late_applied])
+                await asyncio.wait_for(writer.wait_for(late_applied.offset), 30)
+                await writer.stop()
+            finally:
+                await engine.dispose()
+
+        threads: list[threading.Thread] = []
+
+        def progress(done: int, total: int) -> None:
+            if not threads:  # the candles are deleted and locked: the writer now runs into the lock
+                threads.append(threading.Thread(target=asyncio.run, args=(write_late(),)))
+                threads[0].start()
+                time.sleep(0.5)
+
+        written = await rebuild_candles(postgres_url, progress)
+        await asyncio.to_thread(threads[0].join, 30)
+        days = await queries.klines(db, SYMBOL, "1d", None, None, 2, T0 + day)
+        assert [(k.trades, k.volume) for k in days] == [(6, 20), (1, 4)]  # the script's, the late one
+        before = {i: await queries.klines(db, SYMBOL, i, None, None, 1500, T0 + day) for i in INTERVALS}
+        assert await rebuild_candles(postgres_url) == written + len(INTERVALS)  # + the late trade's
+        after = {i: await queries.klines(db, SYMBOL, i, None, None, 1500, T0 + day) for i in INTERVALS}
+        assert after == before
+    finally:
+        await db.dispose()

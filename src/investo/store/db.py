@@ -9,8 +9,15 @@ Guarantees
   Postgres always enforces them).
 * ``sqlite://`` / ``sqlite:///:memory:`` is one in-memory database shared by every
   session of the engine (a single connection, ``StaticPool``): for tests.
-* ``postgresql://``, ``postgres://`` and ``postgresql+asyncpg://`` use asyncpg
-  (which must then be installed).
+* ``postgresql://``, ``postgres://`` and ``postgresql+<any driver>://`` use asyncpg (a
+  dependency of Investo). What the URL leaves out (user, password, host, port,
+  database) asyncpg takes from libpq's environment variables (``PGUSER``,
+  ``PGPASSWORD``, ...) and ``~/.pgpass``, as ``psql`` does; without a user it is the
+  operating system's user name. libpq's ``sslmode=`` query parameter is passed on as
+  asyncpg's ``ssl=`` (same values: ``disable``, ``prefer``, ``require``,
+  ``verify-ca``, ``verify-full``); other query parameters go to ``asyncpg.connect``
+  as they are. Connections are pooled and pinged before use (``pool_pre_ping``), so
+  a restarted database server costs a reconnect, not an error.
 * Any other scheme is refused with :class:`ValueError`.
 
 Durability trade-off: with ``synchronous=NORMAL`` in WAL mode a commit survives a crash
@@ -43,7 +50,11 @@ def async_url(database_url: str | URL) -> URL:
     if backend == "sqlite":
         return url.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
-        return url.set(drivername="postgresql+asyncpg")
+        url = url.set(drivername="postgresql+asyncpg")
+        sslmode = url.query.get("sslmode")
+        if sslmode is not None:  # libpq's name; asyncpg calls it ssl
+            url = url.difference_update_query(["sslmode"]).update_query_dict({"ssl": sslmode})
+        return url
     raise ValueError(f"unsupported database URL scheme {url.drivername!r} (use sqlite:/// or postgresql://)")
 
 

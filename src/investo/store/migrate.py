@@ -12,6 +12,9 @@ Guarantees
 * :func:`upgrade` may be called with or without a running event loop: inside one it
   runs the migration on a helper thread's own loop and blocks until it is done (prefer
   ``await upgrade_async(...)`` there).
+* On Postgres, processes that upgrade one database at the same time take turns (an
+  advisory lock, see ``migrations/env.py``): one migrates, the others find it up to
+  date. Within one process run one upgrade at a time (Alembic's ``context`` is global).
 
 Cost: one connection and one read of ``alembic_version`` when up to date; a fresh
 database gets the whole schema in one run.

@@ -7,8 +7,14 @@ formats decimals. Enumerations are Binance's names (``BUY``, ``FILLED``, ...).
 Guarantees
 ----------
 * Users and keys: names are unique (:class:`NameTaken`); user ids start at 1 (0 is the
-  fee account); a key id is 32 random URL-safe characters; a revoked key is never
-  returned by :func:`key_lookup` / :func:`active_keys`.
+  fee account) and rise, but may skip values on Postgres (a refused registration uses
+  up a sequence value); a key id is 32 random URL-safe characters; a revoked key is
+  never returned by :func:`key_lookup` / :func:`active_keys`.
+* The same answers on SQLite and Postgres: every number is a Python ``int`` (Postgres
+  returns ``NUMERIC`` amounts and ``SUM`` of ``BIGINT`` as ``Decimal``; they are
+  converted exactly, never through ``float``); rows are ordered by integer columns,
+  and the only string orderings (keys) are done in Python, bytewise, whatever the
+  database's collation.
 * Orders and trades are what the :class:`~investo.store.writer.HistoryWriter` has
   committed: wait for it (``writer.wait_for(offset)``) to read your own writes.
 * Paging follows Binance: with ``fromId`` / ``orderId`` or ``startTime`` the oldest
@@ -319,15 +325,15 @@ async def add_key(
 
 
 async def list_keys(engine: AsyncEngine, user_id: int) -> list[KeyRow]:
-    """Every key of ``user_id``, revoked ones included, oldest first."""
+    """Every key of ``user_id``, revoked ones included, oldest first (then by key id, bytewise)."""
     c = _keys.c
-    query = (
-        select(c.key_id, c.user_id, c.public_key, c.label, c.created_ms, c.revoked_ms)
-        .where(c.user_id == user_id)
-        .order_by(c.created_ms, c.key_id)
+    query = select(c.key_id, c.user_id, c.public_key, c.label, c.created_ms, c.revoked_ms).where(
+        c.user_id == user_id
     )
     async with engine.connect() as conn:
-        return [KeyRow(*row) for row in await conn.execute(query)]
+        rows = [KeyRow(*row) for row in await conn.execute(query)]
+    # sorted here, not by ORDER BY: a Postgres database's collation may not order key ids bytewise
+    return sorted(rows, key=lambda k: (k.created_ms, k.key_id))
 
 
 async def revoke_key(engine: AsyncEngine, user_id: int, key_id: str, *, now_ms: int | None = None) -> bool:
@@ -359,10 +365,8 @@ async def active_keys(engine: AsyncEngine) -> list[tuple[str, int, str]]:
     """Every active key as ``(key_id, user_id, public_key_pem)`` (to warm a cache at start)."""
     c = _keys.c
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(c.key_id, c.user_id, c.public_key).where(c.revoked_ms.is_(None)).order_by(c.key_id)
-        )
-        return [(str(k), int(u), str(p)) for k, u, p in rows]
+        rows = await conn.execute(select(c.key_id, c.user_id, c.public_key).where(c.revoked_ms.is_(None)))
+        return sorted((str(k), int(u), str(p)) for k, u, p in rows)
 
 
 # --------------------------------------------------------------------------------

@@ -11,7 +11,11 @@ from the trades, which are the source of truth:
 * idempotent: running it twice gives the same table; nothing else is touched;
 * run it with the server stopped (a running writer would wait for the transaction
   and then add the batches it commits afterwards, which is still correct, but the
-  rebuild reads a snapshot of the trades as of its start).
+  rebuild reads a snapshot of the trades as of its start). On SQLite the rebuild's
+  delete takes the database's write lock; on Postgres it first locks the candles
+  table (``EXCLUSIVE``: reads go on, writes wait), so a writer's transaction, which
+  upserts candles after inserting its trades, commits either wholly before the
+  rebuild reads any trade or wholly after it commits: no trade is counted twice.
 
 Cost: one pass over the trades (streamed in pages of ``page`` rows), memory O(candles
 of one symbol).
@@ -22,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select, text
 
 from investo.store.db import make_engine
 from investo.store.models import INTERVALS, Candle, Trade
@@ -39,6 +43,8 @@ async def rebuild_candles(database_url: str, progress: Progress | None = None, p
     written = 0
     try:
         async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # see the module docstring
+                await conn.execute(text("LOCK TABLE candles IN EXCLUSIVE MODE"))
             total = (await conn.execute(select(func.count()).select_from(_trades))).scalar_one()
             symbols = [r[0] for r in await conn.execute(select(_trades.c.symbol).distinct())]
             await conn.execute(delete(_candles))

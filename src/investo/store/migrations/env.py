@@ -5,6 +5,11 @@ Online runs use the connection that :func:`investo.store.migrate.upgrade_async` 
 ``sqlalchemy.url``) it opens its own async engine with :func:`investo.store.db.make_engine`.
 Offline runs (``--sql``) print the SQL. SQLite runs in batch mode so that later
 migrations can alter tables there too.
+
+On Postgres a run first takes a transaction-level advisory lock (:data:`MIGRATION_LOCK`),
+so processes that start together against one database migrate it one after the other
+(the later ones then find it up to date) instead of failing on each other's
+``CREATE TABLE``. (SQLite has no such lock: there one process owns a data dir.)
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from investo.store.db import make_engine
@@ -19,9 +25,12 @@ from investo.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+MIGRATION_LOCK = 29_676_327_341_880_431  # int.from_bytes(b"investo"): pg_advisory_xact_lock's key
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":  # held until the migration's transaction ends
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
