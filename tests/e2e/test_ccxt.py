@@ -1,10 +1,11 @@
 """The real-client test: ccxt's own ``binance`` class, unchanged, trading on a real `investo up`.
 
 ccxt signs with the user's Ed25519 key (its PKCS#8 PEM as ``secret``), exactly as on Binance.
-Every URL of ccxt's binance is pointed at the Investo server: the spot API at ``/api/v3`` and
-every other Binance API (sapi, fapi, ...) at ``/not-spot/<name>``, which Investo answers with a
-404. Each test checks that ccxt only called spot endpoints and got no 404, so anything ccxt
-needs that Investo lacks shows up here.
+Every URL of ccxt's binance is pointed at the Investo server: the spot API at ``/api/v3``, the
+wallet API at ``/sapi/v1`` (system status and trading fees) and every other Binance API (fapi,
+dapi, ...) at ``/not-spot/<name>``, which Investo answers with a 404. Each test checks that ccxt
+only called spot and sapi endpoints and got no 404, so anything ccxt needs that Investo lacks
+shows up here.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def ccxt_binance(base_url: str, account: Account, calls: Calls) -> Any:
     for name in list(exchange.urls["api"]):
         exchange.urls["api"][name] = f"{base_url}/not-spot/{name}"
     exchange.urls["api"]["public"] = exchange.urls["api"]["private"] = base_url + "/api/v3"
+    exchange.urls["api"]["sapi"] = base_url + "/sapi/v1"
 
     def remember(response: Any, *args: Any, **kwargs: Any) -> None:
         url = response.request.url.split("?")[0].removeprefix(base_url)
@@ -63,10 +65,10 @@ def market_maker(server: Server) -> Account:
 
 @pytest.fixture
 def calls() -> Iterator[Calls]:
-    """The requests ccxt made in one test; none may go outside the spot API or get a 404."""
+    """The requests ccxt made in one test; none may go outside the spot and sapi APIs or get a 404."""
     made: Calls = []
     yield made
-    outside = [c for c in made if not c[1].startswith("/api/v3/") or c[2] == 404]
+    outside = [c for c in made if not c[1].startswith(("/api/v3/", "/sapi/v1/")) or c[2] == 404]
     assert not outside, f"ccxt needed endpoints Investo lacks: {outside}"
 
 
@@ -213,3 +215,59 @@ def test_limit_order_fills_against_the_book(
         "its own bid is not traded (STP)"
     )
     assert exchange.fetch_order(taken["id"], PAIR)["status"] in ("expired", "canceled")
+
+
+def test_status_and_trading_fees(exchange: Any, calls: Calls) -> None:
+    exchange.load_markets()
+    status = exchange.fetch_status()
+    assert status["status"] == "ok" and status["info"] == {"status": 0, "msg": "normal"}
+    fees = exchange.fetch_trading_fees()
+    assert set(fees) == {"TATA/INR", "ZOMATO/INR"}
+    for pair, fee in fees.items():
+        assert (fee["symbol"], fee["maker"], fee["taker"]) == (pair, 0.001, 0.002)  # 10 and 20 bps
+    one = exchange.fetch_trading_fee(PAIR)
+    assert (one["symbol"], one["maker"], one["taker"]) == (PAIR, 0.001, 0.002)
+    assert one["info"] == {"symbol": SYMBOL, "makerCommission": "0.001", "takerCommission": "0.002"}
+    assert [c[:3] for c in calls[1:]] == [
+        ("GET", "/sapi/v1/system/status", 200),
+        ("GET", "/sapi/v1/asset/tradeFee", 200),
+        ("GET", "/sapi/v1/asset/tradeFee", 200),
+    ]
+
+
+def test_edit_order(exchange: Any, api: Api, market_maker: Account, calls: Calls) -> None:
+    """``edit_order`` on a spot market is Binance's cancelReplace (STOP_ON_FAILURE, by cancelOrderId)."""
+    exchange.load_markets()
+    bid = exchange.create_order(PAIR, "limit", "buy", 2, 980)
+    edited = exchange.edit_order(bid["id"], PAIR, "limit", "buy", 3, 985)
+    assert edited["id"] != bid["id"] and edited["clientOrderId"] != bid["clientOrderId"]
+    assert (edited["status"], edited["price"], edited["amount"], edited["side"], edited["type"]) == (
+        "open", 985.0, 3.0, "buy", "limit",
+    )  # fmt: skip
+    assert calls[-1][:3] == ("POST", "/api/v3/order/cancelReplace", 200)
+    assert exchange.fetch_order(bid["id"], PAIR)["status"] == "canceled"
+    assert [(o["id"], o["price"], o["amount"]) for o in exchange.fetch_open_orders(PAIR)] == [
+        (edited["id"], 985.0, 3.0)
+    ]
+    notional = Decimal(985) * 3
+    assert exchange.fetch_balance()["INR"]["used"] == float(notional + notional * 20 / 10_000)
+
+    # the order that was replaced is gone: the cancel fails, nothing is placed (-2022)
+    with pytest.raises(ccxt.ExchangeError, match="-2022"):
+        exchange.edit_order(bid["id"], PAIR, "limit", "buy", 1, 990)
+    assert [o["id"] for o in exchange.fetch_open_orders(PAIR)] == [edited["id"]]
+
+    # the new order fails after the cancel succeeded (-2021, HTTP 409): the old order is canceled
+    with pytest.raises(ccxt.ExchangeError, match="-2021"):
+        exchange.edit_order(edited["id"], PAIR, "limit", "buy", 100_000, 990)
+    assert exchange.fetch_order(edited["id"], PAIR)["status"] == "canceled"
+    assert exchange.fetch_open_orders(PAIR) == []
+    assert exchange.fetch_balance()["INR"]["used"] == 0.0
+    assert [c[2] for c in calls if c[1] == "/api/v3/order/cancelReplace"] == [200, 400, 409]
+
+    # a resting sell edited into a market sell that trades against the book
+    api.limit(market_maker, "BUY", "2", "990")
+    ask = exchange.create_order(PAIR, "limit", "sell", 1, 1_050)
+    sold = exchange.edit_order(ask["id"], PAIR, "market", "sell", 1)
+    assert (sold["status"], sold["filled"], sold["cost"], sold["type"]) == ("closed", 1.0, 990.0, "market")
+    assert exchange.fetch_order(ask["id"], PAIR)["status"] == "canceled"

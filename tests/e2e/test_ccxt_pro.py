@@ -5,17 +5,23 @@
 watched for ``INVESTO_BUSY_SECONDS`` of bot traffic (ccxt checks every diff's ``U``/``u``
 itself) and must then equal ``/api/v3/depth`` at the same update id; trades (watched first,
 on the same exchange object, which once timed out), candles and the ticker arrive.
+
+Private streams (quiet server): ccxt.pro's spot ``watch_orders`` / ``watch_balance`` /
+``watch_my_trades`` use no REST listen key: they open ``urls["api"]["ws"]["ws-api"]["spot"]``
+(Binance's WebSocket API, ``ws://127.0.0.1:PORT/ws-api/v3``) and send a *signed*
+``userDataStream.subscribe.signature``, which Investo checks like any signed call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from harness import BUSY_SECONDS, IN_CI, SYMBOL, Api, Server
+from harness import BUSY_SECONDS, IN_CI, SYMBOL, Account, Api, Server, anew_user
 
 try:
     import ccxt.pro
@@ -27,9 +33,11 @@ except ImportError:  # pragma: no cover - ccxt is a dev dependency
 TOP = 20
 
 
-def ccxt_pro_binance(server: Server) -> Any:
+def ccxt_pro_binance(server: Server, account: Account | None = None) -> Any:
+    keys = {"apiKey": account.api_key, "secret": account.pem} if account else {}
     exchange = ccxt.pro.binance(
         {
+            **keys,
             "enableRateLimit": False,
             "options": {
                 "fetchMarkets": {"types": ["spot"]},
@@ -45,6 +53,7 @@ def ccxt_pro_binance(server: Server) -> Any:
             exchange.urls["api"][name] = f"{base}/not-spot/{name}"
     exchange.urls["api"]["public"] = exchange.urls["api"]["private"] = base + "/api/v3"
     exchange.urls["api"]["ws"]["spot"] = f"ws://127.0.0.1:{server.port}/ws"
+    exchange.urls["api"]["ws"]["ws-api"]["spot"] = f"ws://127.0.0.1:{server.port}/ws-api/v3"
     return exchange
 
 
@@ -94,5 +103,46 @@ async def test_ccxt_pro_streams_a_busy_market(busy: Server, busy_api: Api) -> No
         assert ticker["symbol"] == symbol and ticker["last"] > 0
         trades = await asyncio.wait_for(exchange.watch_trades(symbol), 20)
         assert trades
+    finally:
+        await exchange.close()
+
+
+async def test_ccxt_pro_watches_orders_balance_and_my_trades(server: Server, api: Api) -> None:
+    trader, maker = await anew_user(server.base_url), await anew_user(server.base_url)
+    exchange = ccxt_pro_binance(server, trader)
+    try:
+        await exchange.load_markets()
+        pair = exchange.markets_by_id[SYMBOL][0]["symbol"]
+        await asyncio.wait_for(exchange.authenticate(), 10)  # the signed subscription, acknowledged
+        assert exchange.urls["api"]["ws"]["ws-api"]["spot"] in exchange.clients
+        assert exchange.safe_dict(exchange.options, "spot", {}).get("listenKey") is None  # no REST key
+        orders = asyncio.ensure_future(exchange.watch_orders(pair))
+        balance = asyncio.ensure_future(exchange.watch_balance())
+        trades = asyncio.ensure_future(exchange.watch_my_trades(pair))
+        await asyncio.sleep(0.3)
+
+        bid = await exchange.create_order(pair, "limit", "buy", 2, 980)
+        seen = await asyncio.wait_for(orders, 10)
+        assert [(o["id"], o["status"], o["price"], o["amount"]) for o in seen] == [
+            (bid["id"], "open", 980.0, 2.0)
+        ]
+        held = await asyncio.wait_for(balance, 10)
+        assert held["INR"]["used"] == float(Decimal(1960) * Decimal("1.002"))  # notional + taker fee
+        assert not trades.done()
+
+        orders = asyncio.ensure_future(exchange.watch_orders(pair))
+        balance = asyncio.ensure_future(exchange.watch_balance())
+        await asyncio.to_thread(api.order, maker, side="SELL", type="MARKET", quantity="2")
+        mine = await asyncio.wait_for(trades, 10)
+        assert [(t["order"], t["side"], t["price"], t["amount"]) for t in mine] == [
+            (bid["id"], "buy", 980.0, 2.0)
+        ]
+        assert mine[0]["takerOrMaker"] == "maker" and mine[0]["fee"]["currency"] == "INR"
+        done = await asyncio.wait_for(orders, 10)
+        assert (done[-1]["id"], done[-1]["status"], done[-1]["filled"]) == (bid["id"], "closed", 2.0)
+        after = await asyncio.wait_for(balance, 10)
+        rest = await asyncio.to_thread(api.balances, trader)
+        for asset in ("INR", "TATA"):
+            assert (after[asset]["free"], after[asset]["used"]) == tuple(float(v) for v in rest[asset])
     finally:
         await exchange.close()

@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import investo
-from investo.api import errors, investo_routes, public, trading, user_stream
+from investo.api import cancel_replace, errors, investo_routes, public, sapi, trading, user_stream, ws_api
 from investo.api.limits import RateLimits
 from investo.api.ui import WebUi
 from investo.node import Node
@@ -41,6 +41,7 @@ from investo.ws import mount_ws
 
 log = logging.getLogger("investo.api")
 
+ORDER_PATHS = ("/api/v3/order", cancel_replace.PATH)  # each POST places an order
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -122,7 +123,7 @@ class Guard:
             await send(message)
 
         try:
-            if path.startswith("/api/"):
+            if path.startswith(("/api/", "/sapi/")):
                 self._limit(scope, path)
             await self.app(scope, receive, send_and_note)
         except errors.ApiError as error:
@@ -138,7 +139,7 @@ class Guard:
         now = self.node.clock_ms()
         client = scope.get("client")
         self.limits.per_ip.hit(client[0] if client else "unknown", now)
-        if path == "/api/v3/order" and scope["method"] == "POST":
+        if path in ORDER_PATHS and scope["method"] == "POST":
             self.metrics.orders.inc()
 
     def _observe(self, scope: Scope, path: str, status: int, elapsed: float) -> None:
@@ -191,6 +192,8 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
     routers = [
         public.router(node),
         trading.router(node),
+        cancel_replace.router(node),
+        sapi.router(node),
         investo_routes.router(node),
         user_stream.router(node),
     ]
@@ -203,6 +206,7 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
         queue_limit=node.config.ws_queue_limit,
         on_count=metrics.ws_clients.set,
     )
+    ws_api.mount(app, node)
 
     @app.get("/health", tags=["operations"])
     async def health() -> Any:

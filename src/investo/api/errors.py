@@ -8,19 +8,26 @@ own exceptions: -2011 "Unknown order sent." is ``OrderNotFound``, -2010
 
 from __future__ import annotations
 
+from typing import Any
+
 from investo.core.messages import RejectCode
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+    """A refusal: ``{"code", "msg"}`` (plus ``"data"`` where Binance sends one) and its HTTP status."""
+
+    def __init__(self, code: int, msg: str, status: int = 400, data: dict[str, Any] | None = None) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
         self.status = status
+        self.data = data
         self.headers: dict[str, str] = {}
 
-    def body(self) -> dict[str, int | str]:
-        return {"code": self.code, "msg": self.msg}
+    def body(self) -> dict[str, Any]:
+        if self.data is None:
+            return {"code": self.code, "msg": self.msg}
+        return {"code": self.code, "msg": self.msg, "data": self.data}
 
 
 def unknown_error() -> ApiError:
@@ -105,6 +112,16 @@ def unknown_order() -> ApiError:
 
 def no_such_order() -> ApiError:
     return ApiError(-2013, "Order does not exist.")
+
+
+def cancel_replace_partially_failed(data: dict[str, Any]) -> ApiError:
+    """One of the two halves of ``POST /api/v3/order/cancelReplace`` failed (HTTP 409)."""
+    return ApiError(-2021, "Order cancel-replace partially failed.", 409, data)
+
+
+def cancel_replace_failed(data: dict[str, Any]) -> ApiError:
+    """The cancel failed and the new order failed or was not attempted (HTTP 400)."""
+    return ApiError(-2022, "Order cancel-replace failed.", 400, data)
 
 
 def status_unknown() -> ApiError:

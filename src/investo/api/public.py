@@ -43,7 +43,7 @@ def symbol_info(spec: MarketSpec) -> dict[str, Any]:
         "otoAllowed": False,
         "quoteOrderQtyMarketAllowed": True,
         "allowTrailingStop": False,
-        "cancelReplaceAllowed": False,
+        "cancelReplaceAllowed": True,
         "amendAllowed": False,
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,

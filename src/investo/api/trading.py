@@ -9,6 +9,7 @@ the SQL history after it has caught up with everything applied so far.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -114,6 +115,91 @@ def _response_type(p: Params, order_type: OrderType) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """A new order read and checked from a request's parameters, ready to submit."""
+
+    spec: MarketSpec
+    command: PlaceOrder
+    quote_qty: int  # quoteOrderQty in quote units (0 unless a market buy by quote amount)
+    resp_type: str  # ACK, RESULT or FULL
+
+
+def read_new_order(spec: MarketSpec, user: int, p: Params) -> NewOrder:
+    """The order ``POST /api/v3/order`` asks for: every parameter error, nothing submitted."""
+    command, quote_qty = _order_command(spec, user, p)
+    return NewOrder(spec, command, quote_qty, _response_type(p, command.type))
+
+
+def check_filters(order: NewOrder) -> None:
+    """The market's filters as the engine applies them (without balances): -1013 and friends."""
+    reason = validate_order(order.spec.core, order.command)
+    if reason is not None:
+        raise errors.from_reject(reason)
+
+
+def count_order(node: Node, call: SignedCall) -> None:
+    """Count one new order against the key's order limit (only once its signature is valid)."""
+    if node.rate_limits:
+        node.rate_limits.orders_per_key.hit(call.key_id, node.clock_ms())
+
+
+async def place(node: Node, order: NewOrder) -> dict[str, Any]:
+    """Submit ``order``; the answer in its ``newOrderRespType``, or the engine's refusal raised."""
+    applied = await submit(node, order.command)
+    view = _placed_view(order.spec, applied, order.quote_qty)
+    if order.resp_type == "ACK":
+        return formats.ack_json(view)
+    return formats.result_json(view) if order.resp_type == "RESULT" else formats.full_json(view)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTarget:
+    """Which order a cancel names (by id, client id or both) and the cancel's own client id."""
+
+    order_id: int | None
+    client_id: str | None
+    cancel_client_id: str
+
+
+def read_cancel_target(
+    p: Params,
+    id_name: str = "orderId",
+    client_id_name: str = "origClientOrderId",
+    new_client_id_name: str = "newClientOrderId",
+) -> CancelTarget:
+    """The order a cancel names; -1102 when neither id is sent (names differ in cancelReplace)."""
+    order_id = p.optional_integer(id_name)
+    client_id = p.client_order_id(client_id_name)
+    if order_id is None and client_id is None:
+        raise errors.missing_one_of(id_name, client_id_name)
+    return CancelTarget(order_id, client_id, p.client_order_id(new_client_id_name) or new_client_order_id())
+
+
+async def cancel(node: Node, user: int, spec: MarketSpec, target: CancelTarget) -> dict[str, Any]:
+    """Cancel one open order (the answer of ``DELETE /api/v3/order``); -2011 when it is not open.
+
+    With both ids, the order is found by id and its client id must match (as on Binance).
+    """
+    assert node.db is not None
+    if target.order_id is not None and target.client_id is not None:
+        await node.caught_up()
+        row = await queries.get_order(node.db, user, spec.symbol, target.order_id, None)
+        if row is None or row.client_order_id != target.client_id:
+            raise errors.unknown_order()
+    order_id = target.order_id
+    command = CancelOrder(0, user, spec.symbol, order_id or 0, "" if order_id else target.client_id or "")
+    applied = await submit(node, command)
+    for event in applied.events:
+        if isinstance(event, CancelRejected):
+            raise errors.unknown_order()
+    canceled = next(e for e in applied.events if isinstance(e, OrderCanceled))
+    await node.caught_up()
+    row = await queries.get_order(node.db, user, spec.symbol, canceled.order_id, None)
+    assert row is not None
+    return formats.cancel_json(view_of_row(spec, row), target.cancel_client_id, applied.command.ts)
+
+
 def _placed_view(spec: MarketSpec, applied: Applied, quote_qty: int) -> formats.OrderView:
     accepted = next((e for e in applied.events if isinstance(e, OrderAccepted)), None)
     if accepted is None:
@@ -167,27 +253,16 @@ def router(node: Node) -> APIRouter:
     async def new_order(request: Request) -> Any:
         """Place an order (LIMIT, LIMIT_MAKER, MARKET by quantity or quoteOrderQty)."""
         call = await verify(node, request)
-        if node.rate_limits:  # counted per key only once the signature proves who sent it
-            node.rate_limits.orders_per_key.hit(call.key_id, node.clock_ms())
+        count_order(node, call)
         spec = call.params.symbol(node.markets)
-        command, quote_qty = _order_command(spec, call.user_id, call.params)
-        resp_type = _response_type(call.params, command.type)
-        applied = await submit(node, command)
-        view = _placed_view(spec, applied, quote_qty)
-        if resp_type == "ACK":
-            return formats.ack_json(view)
-        return formats.result_json(view) if resp_type == "RESULT" else formats.full_json(view)
+        return await place(node, read_new_order(spec, call.user_id, call.params))
 
     @api.post("/api/v3/order/test", openapi_extra=param_docs(*ORDER_PARAMS, signed=True))
     async def test_order(request: Request) -> Any:
         """Check an order as `POST /api/v3/order` would, without placing it."""
         call = await verify(node, request)
         spec = call.params.symbol(node.markets)
-        command, _ = _order_command(spec, call.user_id, call.params)
-        _response_type(call.params, command.type)
-        reason = validate_order(spec.core, command)
-        if reason is not None:
-            raise errors.from_reject(reason)
+        check_filters(read_new_order(spec, call.user_id, call.params))
         if call.params.text("computeCommissionRates", "false") == "true":
             return _commission_rates(spec)
         return {}
@@ -205,26 +280,8 @@ def router(node: Node) -> APIRouter:
     async def cancel_order(request: Request) -> Any:
         """Cancel one open order, by orderId or origClientOrderId."""
         call = await verify(node, request)
-        p = call.params
-        spec = p.symbol(node.markets)
-        order_id = p.optional_integer("orderId")
-        client_id = p.client_order_id("origClientOrderId")
-        if order_id is None and client_id is None:
-            raise errors.missing_one_of("orderId", "origClientOrderId")
-        cancel_id = p.client_order_id("newClientOrderId") or new_client_order_id()
-        command = CancelOrder(
-            0, call.user_id, spec.symbol, order_id or 0, "" if order_id else client_id or ""
-        )
-        applied = await submit(node, command)
-        for event in applied.events:
-            if isinstance(event, CancelRejected):
-                raise errors.unknown_order()
-        canceled = next(e for e in applied.events if isinstance(e, OrderCanceled))
-        await node.caught_up()
-        assert node.db is not None
-        row = await queries.get_order(node.db, call.user_id, spec.symbol, canceled.order_id, None)
-        assert row is not None
-        return formats.cancel_json(view_of_row(spec, row), cancel_id, applied.command.ts)
+        spec = call.params.symbol(node.markets)
+        return await cancel(node, call.user_id, spec, read_cancel_target(call.params))
 
     @api.delete("/api/v3/openOrders", openapi_extra=param_docs("symbol!", signed=True))
     async def cancel_all(request: Request) -> Any:
