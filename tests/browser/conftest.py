@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,38 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+PAGE_TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def new_page(browser: Any, server: UpProcess) -> Iterator[Callable[..., Any]]:
+    """Open the trading screen in a new browser context (its own IndexedDB): ``new_page(init_script=None)``.
+
+    ``page.problems`` collects console errors and uncaught exceptions; an ``init_script`` runs
+    before the page's own scripts. Every context is closed with the module.
+    """
+    contexts: list[Any] = []
+
+    def make(init_script: str | None = None) -> Any:
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+        contexts.append(context)
+        if init_script:
+            context.add_init_script(init_script)
+        page = context.new_page()
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        page.problems = []
+        page.on("console", lambda m: m.type == "error" and page.problems.append(f"console: {m.text}"))
+        page.on("pageerror", lambda e: page.problems.append(f"pageerror: {e}"))
+        page.goto(server.url + "/")
+        return page
+
+    try:
+        yield make
+    finally:
+        for context in contexts:
+            context.close()
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ const report = (over: Partial<ExecutionReport>): ExecutionReport => ({
   T: 1000,
   O: 1000,
   m: false,
+  Z: "0.00",
   ...over,
 });
 

@@ -53,6 +53,7 @@ export interface ExecutionReport {
   T: number; // transaction time
   O: number; // order creation time
   m: boolean; // maker
+  Z: string; // cumulative quote filled
 }
 
 export interface AccountPosition {

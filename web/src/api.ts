@@ -43,7 +43,8 @@ export async function publicGet<T>(path: string, params: Record<string, string |
 }
 
 // ---------------------------------------------------------------------------------------------
-// Identity: a non-extractable Ed25519 key pair in IndexedDB, with the account it belongs to.
+// Identity: an Ed25519 key pair in IndexedDB (non-extractable unless made for a backup), with
+// the account it belongs to.
 // ---------------------------------------------------------------------------------------------
 
 export interface Identity {
@@ -94,11 +95,30 @@ export async function forgetIdentity(): Promise<void> {
   await idb("readwrite", (s) => s.delete(ME));
 }
 
-export function webCryptoProblem(): string | undefined {
-  if (!window.isSecureContext || !crypto.subtle) {
-    return "Signing needs a secure context: open the exchange at http://127.0.0.1 or over HTTPS.";
-  }
-  return undefined;
+export const BROWSERS_THAT_WORK = "Chrome or Edge 137+, Firefox 129+ or Safari 17+";
+
+let signingCheck: Promise<string | undefined> | undefined;
+
+/**
+ * Why this browser cannot sign (undefined if it can): it needs a secure context and
+ * WebCrypto Ed25519, detected by making a throwaway key. Checked once per page.
+ */
+export function signingProblem(): Promise<string | undefined> {
+  signingCheck ??= (async () => {
+    if (!window.isSecureContext || !crypto.subtle) {
+      return "Signing needs a secure context: open the exchange at http://127.0.0.1 or over HTTPS.";
+    }
+    try {
+      await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+      return undefined;
+    } catch {
+      return (
+        "This browser cannot make Ed25519 signing keys (WebCrypto), so it cannot sign up or trade here. " +
+        `Use a browser that can: ${BROWSERS_THAT_WORK}. The market data works here as it is.`
+      );
+    }
+  })();
+  return signingCheck;
 }
 
 function base64(bytes: ArrayBuffer): string {
@@ -117,9 +137,12 @@ async function signedBody(key: CryptoKey, params: Record<string, string>): Promi
   return `${body}&signature=${encodeURIComponent(await sign(key, body))}`;
 }
 
-/** Create a key pair (non-extractable), register it under `name`, claim demo funds, store it. */
-export async function signUp(name: string): Promise<Identity> {
-  const pair = (await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"])) as CryptoKeyPair;
+/**
+ * Create a key pair, register it under `name`, claim demo funds, store it. The private key
+ * is non-extractable unless `backup` (then it can be exported as a PEM file, see keyfile.ts).
+ */
+export async function signUp(name: string, backup = false): Promise<Identity> {
+  const pair = (await crypto.subtle.generateKey({ name: "Ed25519" }, backup, ["sign", "verify"])) as CryptoKeyPair;
   const raw = await crypto.subtle.exportKey("raw", pair.publicKey); // public keys stay exportable
   const body = await signedBody(pair.privateKey, { name, publicKey: base64(raw) });
   const created = await parse<{ userId: number; name: string; apiKey: string }>(

@@ -16,11 +16,13 @@ import {
   publicGet,
   signUp,
   signed,
+  signingProblem,
   syncClock,
-  webCryptoProblem,
 } from "./api";
 import { type AccountState, type Balance, type OpenOrder, type UserEvent, applyEvent, fromSnapshot } from "./account";
 import { type Filters, trim, validateOrder } from "./decimal";
+import { type HistoryState, type OrderRow, applyToHistory, averagePrice, historyFromRows } from "./history";
+import { privateKeyPem } from "./keyfile";
 import { BookSync, type DepthDiff, type DepthSnapshot, type SyncResult } from "./orderbook";
 import { type ConnState, Stream, UserStream } from "./stream";
 
@@ -65,6 +67,7 @@ interface KlineMsg {
 const INTERVALS = ["1m", "3m", "5m", "15m", "30m", "1h", "4h", "1d"];
 const BOOK_DEPTH = 12;
 const TAPE_LENGTH = 40;
+const HISTORY_ROWS = 200; // the latest orders asked of allOrders (open ones included), for the history
 
 // ---------------------------------------------------------------------------------------------
 // Page skeleton
@@ -130,6 +133,11 @@ app.innerHTML = `
     <table class="orders"><thead><tr><th>Side</th><th>Price</th><th>Qty</th><th>Filled</th><th></th></tr></thead>
     <tbody id="open-orders"></tbody></table>
   </section>
+  <section class="panel history-panel">
+    <div class="panel-head"><span>Order history</span></div>
+    <table class="orders"><thead><tr><th>Time</th><th>Side</th><th>Price</th><th>Filled / Qty</th><th>Avg price</th><th>Status</th></tr></thead>
+    <tbody id="order-history"></tbody></table>
+  </section>
   <section class="panel balances-panel">
     <div class="panel-head"><span>Balances</span></div>
     <table class="orders"><thead><tr><th>Asset</th><th>Free</th><th>Locked</th></tr></thead>
@@ -162,8 +170,11 @@ let generation = 0; // bumps on market change: late answers of the old market ar
 let me: Identity | undefined;
 let side: "BUY" | "SELL" = "BUY";
 let fees = { maker: 0.001, taker: 0.002 };
-let account: AccountState = { symbol: "", orders: [], balances: [], fills: [] };
+const NO_ACCOUNT: AccountState = { symbol: "", orders: [], balances: [], fills: [] };
+let account = NO_ACCOUNT;
+let history: HistoryState = { symbol: "", orders: [] };
 let userStream: UserStream | undefined;
+let cannotSign: string | undefined; // why this browser cannot sign, if it cannot
 
 function filtersOf(info: SymbolInfo): Filters {
   const by = (t: string) => info.filters.find((f) => f.filterType === t) ?? {};
@@ -445,41 +456,50 @@ function reportError(error: unknown): void {
 // Account: sign up, order entry, open orders, balances
 // ---------------------------------------------------------------------------------------------
 
+const BACKUP_WARNING =
+  "Anyone with the backup file can trade and spend as you: keep it as secret as a password. " +
+  "An exportable key can also be read by scripts running on this page.";
+
 function renderAccountBox(): void {
   const box = $("account-box");
-  const problem = webCryptoProblem();
   if (me) {
     $("who").textContent = me.name;
+    const key = me.privateKey.extractable
+      ? `<div class="key-box"><button type="button" class="link" id="export-key">export key backup</button>
+          <span class="muted">(${me.name}.pem, with API key <code id="me-api-key">${me.apiKey}</code>)</span>
+          <div class="warning">${BACKUP_WARNING}</div></div>`
+      : `<div class="key-box muted" id="key-not-exportable">This browser's key cannot be exported: it was made
+          non-extractable at sign-up, so it never leaves this browser.</div>`;
     box.innerHTML = `<div class="signed-in">Signed in as <b id="me-name">${me.name}</b>
-      <button type="button" class="link" id="sign-out">forget this browser</button></div>`;
-    $("sign-out").onclick = async () => {
-      if (!confirm("Forget this browser's key? The account cannot be used from here again.")) return;
-      await forgetIdentity();
-      me = undefined;
-      stopUserStream();
-      renderAccountBox();
-    };
+      <button type="button" class="link" id="sign-out">forget this browser</button></div>${key}`;
+    $("sign-out").onclick = () => void forgetBrowser();
+    document.getElementById("export-key")?.addEventListener("click", () => void exportKey());
     $("order-form").classList.remove("disabled");
     return;
   }
   $("who").textContent = "";
   $("order-form").classList.add("disabled");
-  box.innerHTML = problem
-    ? `<div class="problems">${problem}</div>`
+  box.innerHTML = cannotSign
+    ? `<div class="problems key-box" id="signup-unsupported">${cannotSign}</div>`
     : `<form id="signup" class="signup">
-        <div class="muted">Create a demo account: a signing key is made in this browser and never leaves it.</div>
+        <div class="muted">Create a demo account: a signing key is made in this browser and never leaves it
+          (unless you ask for a backup).</div>
         <input id="signup-name" placeholder="name (a-z 0-9 _ - .)" maxlength="64" required />
+        <label class="muted"><input type="checkbox" id="signup-backup" /> make a key I can back up</label>
+        <div id="backup-warning" class="warning" hidden>The key will be exportable as a PEM file. ${BACKUP_WARNING}</div>
         <button type="submit" id="signup-button" class="submit">Sign up &amp; get demo funds</button>
         <div id="signup-error" class="problems"></div>
       </form>`;
-  if (problem) return;
+  if (cannotSign) return;
+  const backup = $<HTMLInputElement>("signup-backup");
+  backup.onchange = () => ($("backup-warning").hidden = !backup.checked);
   $("signup").onsubmit = async (e) => {
     e.preventDefault();
     const name = $<HTMLInputElement>("signup-name").value.trim();
     $("signup-error").textContent = "";
     $<HTMLButtonElement>("signup-button").disabled = true;
     try {
-      me = await signUp(name);
+      me = await signUp(name, backup.checked);
       renderAccountBox();
       startUserStream();
     } catch (error) {
@@ -489,6 +509,44 @@ function renderAccountBox(): void {
       if (button) button.disabled = false;
     }
   };
+}
+
+/** Download the private key as `<name>.pem` (PKCS#8, as `investo user create` writes it). */
+async function exportKey(): Promise<void> {
+  if (!me) return;
+  const pem = await privateKeyPem(me.privateKey);
+  const url = URL.createObjectURL(new Blob([pem], { type: "application/x-pem-file" }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `${me.name}.pem`;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+/** Close the user data stream's listen key on the server, then delete the key from IndexedDB. */
+async function forgetBrowser(): Promise<void> {
+  const who = me;
+  if (!who || !confirm("Forget this browser's key? The account cannot be used from here again.")) return;
+  const known = userStream?.listenKey;
+  stopUserStream(); // first: a closed key would otherwise make the stream ask for a new one
+  try {
+    // one live key per user: if the stream had none yet, POST names the one it may be getting
+    const listenKey = known ?? (await signed<{ listenKey: string }>(who, "POST", "/api/v3/userDataStream")).listenKey;
+    await signed(who, "DELETE", "/api/v3/userDataStream", { listenKey });
+  } catch (error) {
+    const gone = error instanceof ApiError && error.code === -1125; // already closed or expired
+    const why = `Could not close the user data stream (${describe(error)}). Forget this browser's key anyway?`;
+    if (!gone && !confirm(why)) {
+      startUserStream();
+      return;
+    }
+  }
+  await forgetIdentity();
+  me = undefined;
+  account = { ...NO_ACCOUNT, symbol: market.symbol };
+  history = { symbol: market.symbol, orders: [] };
+  renderAccountBox();
+  renderAccount();
 }
 
 function describe(error: unknown): string {
@@ -600,17 +658,20 @@ async function refreshAccount(): Promise<void> {
   const symbol = market.symbol;
   inFlight += 1;
   try {
-    const [orders, acct] = await Promise.all([
+    const [orders, acct, all] = await Promise.all([
       signed<OpenOrder[]>(me, "GET", "/api/v3/openOrders", { symbol }),
       signed<{ balances: Balance[]; commissionRates?: { maker: string; taker: string } }>(me, "GET", "/api/v3/account", {
         omitZeroBalances: "true",
       }),
+      signed<OrderRow[]>(me, "GET", "/api/v3/allOrders", { symbol, limit: String(HISTORY_ROWS) }), // the latest ones
     ]);
     if (seq !== refreshSeq) return; // a newer refresh (or market) wins
     if (acct.commissionRates) {
       fees = { maker: Number(acct.commissionRates.maker), taker: Number(acct.commissionRates.taker) };
     }
-    account = sinceRefresh.slice(from).reduce(applyEvent, fromSnapshot(account, symbol, orders, acct.balances));
+    const since = sinceRefresh.slice(from);
+    account = since.reduce(applyEvent, fromSnapshot(account, symbol, orders, acct.balances));
+    history = since.reduce(historyAfter, historyFromRows(symbol, all));
     renderAccount();
   } catch (error) {
     if (error instanceof ApiError && (error.code === -2014 || error.code === -2015)) {
@@ -623,11 +684,17 @@ async function refreshAccount(): Promise<void> {
   }
 }
 
+function historyAfter(h: HistoryState, event: UserEvent): HistoryState {
+  return event.e === "executionReport" ? applyToHistory(h, event) : h;
+}
+
 function onUserEvent(event: UserEvent): void {
   if (inFlight > 0) sinceRefresh.push(event);
   const next = applyEvent(account, event);
-  if (next === account) return;
+  const nextHistory = historyAfter(history, event);
+  if (next === account && nextHistory === history) return;
   account = next;
+  history = nextHistory;
   renderAccount();
 }
 
@@ -671,7 +738,23 @@ function renderAccount(): void {
           <td class="muted">${time}</td></tr>`;
       })
       .join("") || `<tr><td colspan="6" class="muted">No fills yet</td></tr>`;
+  renderHistory();
   updateEstimate();
+}
+
+function renderHistory(): void {
+  $("order-history").innerHTML =
+    history.orders
+      .map((o) => {
+        const time = new Date(o.updateTime).toLocaleString("en-GB", { dateStyle: "short", timeStyle: "medium" });
+        const avg = averagePrice(o);
+        return `<tr data-order-id="${o.orderId}" data-status="${o.status}"><td class="muted">${time}</td>
+          <td class="${o.side === "BUY" ? "up" : "down"}">${o.side === "BUY" ? "Buy" : "Sell"}</td>
+          <td>${o.type === "MARKET" ? "market" : fmtPrice(o.price)}</td>
+          <td>${fmtQty(o.executedQty)} / ${fmtQty(o.origQty)}</td><td>${avg === undefined ? "–" : fmtPrice(avg)}</td>
+          <td class="status">${o.status.toLowerCase().replaceAll("_", " ")}</td></tr>`;
+      })
+      .join("") || `<tr><td colspan="6" class="muted">No finished orders in ${market.symbol}</td></tr>`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -734,7 +817,8 @@ async function start(): Promise<void> {
     if (b?.dataset.orderId) void cancel(Number(b.dataset.orderId));
   };
 
-  me = webCryptoProblem() ? undefined : await loadIdentity().catch(() => undefined);
+  cannotSign = await signingProblem();
+  me = cannotSign ? undefined : await loadIdentity().catch(() => undefined);
   renderAccountBox();
   selectMarket(localStorage.getItem("investo.market") ?? markets[0].symbol);
   if (me) startUserStream(); // its first connection refreshes over REST

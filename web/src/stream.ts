@@ -78,6 +78,8 @@ export class UserStream {
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private keepAlive: ReturnType<typeof setInterval> | undefined;
+  /** The listen key in use (undefined before the first one arrives). */
+  listenKey: string | undefined;
 
   constructor(
     private readonly api: ListenKeyApi,
@@ -96,6 +98,7 @@ export class UserStream {
       return;
     }
     if (this.closed) return;
+    this.listenKey = key;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/ws/${encodeURIComponent(key)}`);
     this.ws = ws;
