@@ -11,11 +11,15 @@ import typer
 
 import investo
 from investo.bench.cli import app as bench_app
+from investo.cluster import cli as cluster_cli
 
 app = typer.Typer(help="Investo: a real-time stock exchange you can run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 user_app = typer.Typer(help="Accounts on a running Investo.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+app.add_typer(cluster_cli.app, name="cluster")
+app.command("engine")(cluster_cli.engine)
+app.command("dbwriter")(cluster_cli.dbwriter)
 candles_app = typer.Typer(help="The candles table of the SQL history.", no_args_is_help=True)
 app.add_typer(candles_app, name="candles")
 
@@ -46,12 +50,22 @@ def up(
     bots: Annotated[
         bool, typer.Option("--bots/--no-bots", help="Run the built-in market makers and traders.")
     ] = True,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            "--database-url",
+            help="The SQL history: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
+            "(default: history.db in the data dir).",
+        ),
+    ] = None,
 ) -> None:
-    """Start the whole exchange in one process (embedded mode: SQLite, no other service)."""
+    """Start the whole exchange in one process (embedded mode: SQLite, or the history on Postgres)."""
     from investo.server import UpOptions, run
 
     options = UpOptions(host, port, data_dir, markets, snapshot_every, rate_limit, order_limit, log_level)
     options.bots = bots
+    options.database_url = database
     run(options)
 
 
@@ -141,7 +155,12 @@ def candles_rebuild(
         "investo-data"
     ),
     database_url: Annotated[
-        str | None, typer.Option(help="The history database (default: history.db in the data dir).")
+        str | None,
+        typer.Option(
+            "--database-url",
+            "--database",
+            help="The history database, as given to `investo up` (default: history.db in the data dir).",
+        ),
     ] = None,
 ) -> None:
     """Recompute every candle from the trades table (idempotent; run with the server stopped)."""

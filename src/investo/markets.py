@@ -321,7 +321,8 @@ def parse_config(text: str, source: str = "<string>") -> MarketConfig:
     return MarketConfig(assets=assets, markets=markets)
 
 
-def _read(path: Path | None) -> tuple[str, str]:
+def read_text(path: Path | None) -> tuple[str, str]:
+    """The markets file's text and a name for it in messages (the built-in file when ``path`` is None)."""
     if path is None:
         default = resources.files("investo").joinpath("markets.toml")
         return default.read_text(encoding="utf-8"), "investo/markets.toml"
@@ -333,7 +334,7 @@ def _read(path: Path | None) -> tuple[str, str]:
 
 def load_config(path: Path | None = None) -> MarketConfig:
     """Assets and markets from ``path``, or from the built-in file when ``path`` is None."""
-    text, source = _read(path)
+    text, source = read_text(path)
     return parse_config(text, source)
 
 

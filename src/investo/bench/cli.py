@@ -134,3 +134,33 @@ def ws(
 
     for line in ws_bench.run(url, clients, rate, seconds, users, processes).lines():
         typer.echo(line)
+
+
+@app.command()
+def cluster(
+    flow: Annotated[Path, typer.Option(help=FLOW_HELP)],
+    shards: Annotated[
+        str, typer.Option(help="Matching (and accounts) shard counts, comma-separated.")
+    ] = "1,2",
+    rates: Annotated[str, typer.Option(help="Offered commands/s, comma-separated.")] = "5000,10000,20000",
+    seconds: Annotated[float, typer.Option(help="Duration of each rate.")] = 5.0,
+    redis: Annotated[
+        str, typer.Option(help="Redis server (a fresh namespace is used).")
+    ] = "redis://127.0.0.1:6379/0",
+    postgres: Annotated[
+        str, typer.Option(help="A Postgres database to CREATE DATABASE from (a fresh one is used).")
+    ] = "postgresql://postgres@127.0.0.1:5432/test",
+) -> None:
+    """The distributed pipeline alone: commands into the shard streams until committed in Postgres."""
+    from investo.bench import cluster_bench
+
+    lines = _load(flow)
+    try:
+        for result in cluster_bench.run(
+            redis, postgres, [int(s) for s in shards.split(",")], lines,
+            [int(r) for r in rates.split(",")], seconds,
+        ):  # fmt: skip
+            for line in result.lines():
+                typer.echo(line)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None

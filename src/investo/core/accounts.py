@@ -459,6 +459,14 @@ class AccountsEngine:
         """What the shard holds of ``asset`` over all accounts, by its books (see invariants)."""
         return self._supply(asset)
 
+    def flows(self, asset: str) -> tuple[int, int, int]:
+        """``(deposited, withdrawn, settled in from other shards)`` of ``asset``; they sum to ``total``.
+
+        Over all shards of a cluster the settled-in amounts sum to zero: value only
+        moves between shards, never appears.
+        """
+        return self._deposited.get(asset, 0), self._withdrawn.get(asset, 0), self._net_in.get(asset, 0)
+
     # ------------------------------------------------------------------ invariants
 
     def check_invariants(self) -> None:

@@ -72,7 +72,7 @@ def _market_map(markets: Sequence[Market] | Mapping[str, Market]) -> dict[str, M
     return dict(sorted(by_symbol.items()))
 
 
-def _unknown_market(command: CancelOrder | CancelAll) -> CancelRejected:
+def unknown_market_cancel(command: CancelOrder | CancelAll) -> CancelRejected:
     """The façade's own answer to a cancel naming no market: numbered by no engine (seq 0)."""
     if isinstance(command, CancelOrder):
         order_id, client_order_id = command.order_id, command.client_order_id
@@ -114,7 +114,7 @@ class Exchange:
         if type(command) is CancelOrder or type(command) is CancelAll:
             engine = self._matching.get(command.market)
             if engine is None:
-                return [_unknown_market(command)]
+                return [unknown_market_cancel(command)]
             events = engine.apply(command)
             self._accounts.settle(events)
             return [*events]

@@ -181,6 +181,26 @@ class RedisLog(Log):
     def __repr__(self) -> str:
         return f"<RedisLog {self._server} prefix={self.prefix!r}>"
 
+    @property
+    def stream_key(self) -> str:
+        """The Redis stream holding the entries (stream id ``<offset>-0``, field ``p``)."""
+        return self._log_key
+
+    @property
+    def next_key(self) -> str:
+        """The key holding the last offset assigned (for scripts that append atomically)."""
+        return self._next_key
+
+    async def wait_for_entries(self, after: int, timeout_ms: int) -> bool:
+        """Block until the log holds an entry past ``after`` or ``timeout_ms`` passes.
+
+        One ``XREAD BLOCK`` round trip; returns whether an entry is there. Read it with
+        :meth:`read`, which also reports a trimmed position.
+        """
+        self._check_open()
+        found = await self._run(self._client.xread({self._log_key: f"{after}-0"}, count=1, block=timeout_ms))
+        return bool(found)
+
     async def _append(self, batch: list[bytes]) -> int:
         first = await self._run(self._append_script(keys=[self._log_key, self._next_key], args=batch))
         return int(first)

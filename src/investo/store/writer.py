@@ -61,7 +61,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 from sqlalchemy import Dialect, Table, Update, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -71,6 +71,7 @@ from sqlalchemy.sql.dml import Insert
 from investo.core.markets import Market
 from investo.core.messages import (
     Deposited,
+    Event,
     ExpireReason,
     OrderAccepted,
     OrderCanceled,
@@ -84,7 +85,6 @@ from investo.core.messages import (
     TradeExecuted,
     Withdrawn,
 )
-from investo.host import Applied
 from investo.markets import MarketSpec
 from investo.store.models import (
     INTERVALS,
@@ -100,6 +100,21 @@ from investo.store.models import (
 __all__ = ["HistoryWriter", "WriterConflict", "WriterStats", "WriterStopped"]
 
 log = logging.getLogger(__name__)
+
+
+class AppliedEvents(Protocol):
+    """What the writer needs of an applied command: its log offset and its events.
+
+    :class:`investo.host.Applied` is one; the distributed mode's DB writer passes
+    output-stream entries.
+    """
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def events(self) -> Sequence[Event]: ...
+
 
 SIDE_NAMES: Final = {Side.BUY: "BUY", Side.SELL: "SELL"}
 MINUTE: Final = 60_000
@@ -170,7 +185,7 @@ class _Rows:
 
     # ------------------------------------------------------------------ events
 
-    def add(self, applied: Applied) -> None:
+    def add(self, applied: AppliedEvents) -> None:
         offset = applied.offset
         ledger_idx = itertools.count()
         update_idx = itertools.count()
@@ -402,7 +417,7 @@ def _update_row(
     }
 
 
-def _referenced_orders(items: Sequence[Applied]) -> set[int]:
+def _referenced_orders(items: Sequence[AppliedEvents]) -> set[int]:
     """Order ids the items touch that they do not create (their rows come from earlier writes)."""
     created: set[int] = set()
     touched: set[int] = set()
@@ -503,7 +518,7 @@ class HistoryWriter:
         self._max_commands = max_commands
         self._retry_seconds = retry_seconds
         self._max_retry_seconds = max_retry_seconds
-        self._pending: deque[Applied] = deque()
+        self._pending: deque[AppliedEvents] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -523,7 +538,7 @@ class HistoryWriter:
 
     # ------------------------------------------------------------------ Listener
 
-    def on_applied(self, batch: Sequence[Applied]) -> None:
+    def on_applied(self, batch: Sequence[AppliedEvents]) -> None:
         """Queue ``batch`` for writing; O(len(batch)), never waits (host callback)."""
         if not batch or (self._loaded and batch[-1].offset <= self._durable):
             return
@@ -633,9 +648,9 @@ class HistoryWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_retry_seconds)
 
-    async def _write(self, items: Sequence[Applied]) -> None:
+    async def _write(self, items: Sequence[AppliedEvents]) -> None:
         began = time.perf_counter()
-        fresh: list[Applied] = []
+        fresh: list[AppliedEvents] = []
         last = self._durable
         for applied in items:  # drop what is stored, and duplicates within the queue
             if applied.offset > last:

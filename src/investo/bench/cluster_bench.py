@@ -1,0 +1,381 @@
+"""`investo bench cluster`: the distributed pipeline alone, open-loop at fixed offered rates.
+
+For each matching-shard count (1, 2, …) the bench makes a fresh cluster: a new Redis
+namespace, a new Postgres database, ``investo cluster init`` with two markets dealt to
+the matching shards (and as many accounts shards), one ``investo engine`` process
+per shard and one ``investo dbwriter``. The shared order flow (../shared/bench) is
+split over the two markets by order id and over 1,000 funded users.
+
+Commands are appended straight to the shards' input streams (no HTTP), scheduled at
+fixed intervals for each offered rate whether or not earlier ones were answered, in
+ticks of 5 ms (one append per shard per tick). A command's latency runs from its
+scheduled time to its answer on the bench's reply channel (accounts → matching →
+answer, both engines and three stream hops). After the last rate the bench waits
+until the DB writer has committed every output entry to Postgres: that wait is the
+DB writer's lag, and orders/s *committed* is counted up to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
+
+from investo.bench.flow import FlowLine
+from investo.cluster import topology as topo
+from investo.cluster.records import ENCODER, REPLY_DECODER, Envelope
+from investo.core.messages import (
+    CancelOrder,
+    Command,
+    Deposit,
+    OrderType,
+    PlaceOrder,
+    Side,
+    StpMode,
+    TimeInForce,
+)
+from investo.log.redis import RedisLog
+
+USERS = 1_000
+FUNDS = 10**15
+MARKETS = ("BENCHAINR", "BENCHBINR")
+MARKETS_TOML = "[assets.INR]\ndecimals = 2\n[assets.BA]\ndecimals = 0\n[assets.BB]\ndecimals = 0\n" + "".join(
+    f"""
+[markets.{symbol}]
+base = "{base}"
+quote = "INR"
+tick_size = "0.01"
+lot_size = "1"
+max_price = "100000"
+max_qty = "1000000000"
+maker_fee_bps = 10
+taker_fee_bps = 20
+"""
+    for symbol, base in zip(MARKETS, ("BA", "BB"), strict=True)
+)
+TICK_S = 0.005
+
+
+@dataclass
+class RateResult:
+    shards: int
+    offered: int
+    sent: int
+    answered: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+    def line(self) -> str:
+        return (
+            f"shards={self.shards} offered={self.offered}/s achieved={self.answered / self.seconds:.0f}/s "
+            f"sent={self.sent} answered={self.answered} "
+            f"p50_ms={self.percentile(50):.1f} p99_ms={self.percentile(99):.1f} "
+            f"max_ms={self.percentile(100):.1f}"
+        )
+
+
+@dataclass
+class ClusterRun:
+    shards: int
+    rates: list[RateResult]
+    committed: int  # commands whose every output entry is in Postgres
+    seconds_to_commit: float  # from the first command to the last commit
+    writer_lag_s: float  # from the last answer to the last commit
+
+    def lines(self) -> list[str]:
+        return [r.line() for r in self.rates] + [
+            f"shards={self.shards} committed_to_postgres={self.committed} "
+            f"committed_per_sec={self.committed / self.seconds_to_commit:.0f} "
+            f"db_writer_lag_after_last_answer_s={self.writer_lag_s:.2f}"
+        ]
+
+
+def flow_commands(flow: Sequence[FlowLine]) -> list[Command]:
+    """The flow as commands of 1,000 users on two markets (market by order id); cancels by client id."""
+    commands: list[Command] = []
+    for line in flow:
+        user = line.id % USERS + 1
+        market = MARKETS[line.id % len(MARKETS)]
+        client_id = f"o{line.id}"
+        side = Side.BUY if line.buy else Side.SELL
+        if line.op == "C":
+            commands.append(CancelOrder(0, user, market, client_order_id=client_id))
+        elif line.op == "L":
+            commands.append(
+                PlaceOrder(0, user, market, side, OrderType.LIMIT, TimeInForce.GTC, line.price, line.qty,
+                           client_order_id=client_id, stp=StpMode.NONE)
+            )  # fmt: skip
+        else:
+            commands.append(
+                PlaceOrder(0, user, market, side, OrderType.MARKET, TimeInForce.IOC, 0, line.qty,
+                           client_order_id=client_id, stp=StpMode.NONE)
+            )  # fmt: skip
+    return commands
+
+
+def deposits() -> list[Command]:
+    return [Deposit(0, user, asset, FUNDS) for user in range(1, USERS + 1) for asset in ("INR", "BA", "BB")]
+
+
+# ---------------------------------------------------------------------- processes
+
+
+@contextlib.contextmanager
+def _processes(redis_url: str, database_url: str, shards: int, log_dir: Path) -> Iterator[None]:
+    base = [sys.executable, "-m", "investo.cli"]
+    commands = [
+        [*base, "engine", "--role", role, "--shard", str(shard), "--redis", redis_url]
+        for role in topo.ROLES
+        for shard in range(shards)
+    ]
+    commands.append([*base, "dbwriter", "--redis", redis_url, "--database", database_url])
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for number, command in enumerate(commands):
+            out = (log_dir / f"process-{number}.log").open("wb")
+            started.append(
+                subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+            )
+        yield
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def _fresh_database(admin_url: str) -> str:
+    import asyncpg
+
+    name = f"investo_bench_{secrets.token_hex(6)}"
+    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_database(admin_url: str, database_url: str) -> None:
+    import asyncpg
+
+    name = make_url(database_url).database
+    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+# ---------------------------------------------------------------------- driving
+
+
+class Driver:
+    """Appends commands to the shards' inputs and times their answers."""
+
+    def __init__(self, server_url: str, topology: topo.Topology) -> None:
+        self.topology = topology
+        self.client: aioredis.Redis = aioredis.Redis.from_url(server_url)
+        self.channel = topology.reply_channel(f"bench-{secrets.token_hex(4)}")
+        self.logs = {
+            (role, shard): RedisLog(topo.log_url(server_url, topology.input_prefix(role, shard)))
+            for role, shard in topology.every_output()
+        }
+        self.sent_at: dict[int, float] = {}
+        self.latencies_ms: list[float] = []
+        self.answered = 0
+        self.last_answer = 0.0
+        self._corr = 0
+
+    def _target(self, command: Command) -> tuple[topo.Role, int]:
+        if isinstance(command, CancelOrder):
+            shard = self.topology.matching_shard(command.market)
+            assert shard is not None
+            return "matching", shard
+        assert isinstance(command, PlaceOrder | Deposit)
+        return "accounts", self.topology.accounts_shard(command.user)
+
+    async def send(self, commands: Sequence[Command], scheduled: float, ts: int) -> None:
+        batches: dict[tuple[topo.Role, int], list[bytes]] = {}
+        for command in commands:
+            self._corr += 1
+            self.sent_at[self._corr] = scheduled
+            stamped = _stamp(command, ts)
+            batches.setdefault(self._target(command), []).append(
+                ENCODER.encode(Envelope(stamped, self.channel, self._corr))
+            )
+        await asyncio.gather(*(self.logs[target].append(batch) for target, batch in batches.items()))
+
+    async def listen(self, ready: asyncio.Event) -> None:
+        pubsub = self.client.pubsub()
+        await pubsub.subscribe(self.channel)
+        ready.set()
+        try:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    continue
+                now = time.perf_counter()
+                reply = REPLY_DECODER.decode(message["data"])
+                scheduled = self.sent_at.pop(reply.corr, None)
+                if scheduled is not None:
+                    self.latencies_ms.append((now - scheduled) * 1000)
+                    self.answered += 1
+                    self.last_answer = now
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        for log in self.logs.values():
+            await log.close()
+        await self.client.aclose()
+
+
+def _stamp(command: Command, ts: int) -> Command:
+    import msgspec
+
+    return msgspec.structs.replace(command, ts=ts)
+
+
+async def _open_loop(
+    driver: Driver, commands: Sequence[Command], rate: int, seconds: float, shards: int
+) -> RateResult:
+    total = min(len(commands), int(rate * seconds))
+    start = time.perf_counter()
+    answered_before = driver.answered
+    first_latency = len(driver.latencies_ms)
+    sent = 0
+    tick = 0
+    while sent < total:
+        tick += 1
+        due = start + tick * TICK_S
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        upto = min(total, int(rate * tick * TICK_S))
+        if upto > sent:
+            # every command of this tick is scheduled at its own instant within the tick
+            await driver.send(commands[sent:upto], due - TICK_S / 2, time.time_ns() // 1_000_000)
+            sent = upto
+    deadline = time.perf_counter() + 30
+    while driver.sent_at and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    elapsed = max(driver.last_answer, start + seconds) - start
+    return RateResult(
+        shards, rate, sent, driver.answered - answered_before, elapsed, driver.latencies_ms[first_latency:]
+    )
+
+
+async def _written(server_url: str, topology: topo.Topology, database_url: str) -> tuple[int, int]:
+    """(output entries in Redis, of which committed to SQL), over every output stream."""
+    from sqlalchemy import text
+
+    from investo.store.db import make_engine
+
+    client = aioredis.Redis.from_url(server_url)
+    outputs = 0
+    for role, shard in topology.every_output():
+        outputs += int(await client.get(f"{topology.output_prefix(role, shard)}:next") or 0)
+    await client.aclose()
+    db = make_engine(database_url)
+    try:
+        async with db.connect() as conn:
+            rows = (await conn.execute(text("SELECT name, log_offset FROM writer_progress"))).all()
+    except Exception:  # the writer has not migrated yet
+        rows = []
+    finally:
+        await db.dispose()
+    committed = sum(int(offset) // topo.STREAMS_PER_OFFSET for _, offset in rows)
+    return outputs, committed
+
+
+async def run_one(
+    redis_url: str,
+    admin_url: str,
+    shards: int,
+    commands: Sequence[Command],
+    rates: Sequence[int],
+    seconds: float,
+) -> ClusterRun:
+    server_url, _ = topo.split_url(redis_url)
+    namespace = f"investo-bench-{secrets.token_hex(4)}"
+    cluster_url = topo.log_url(server_url, namespace)
+    database_url = await _fresh_database(admin_url)
+    admin = aioredis.Redis.from_url(server_url)
+    matching = {symbol: index % shards for index, symbol in enumerate(MARKETS)}
+    topology = await topo.store(admin, topo.Topology(namespace, MARKETS_TOML, matching, shards))
+    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / namespace
+    log_dir.mkdir(parents=True, exist_ok=True)
+    driver = Driver(server_url, topology)
+    try:
+        with _processes(cluster_url, database_url, shards, log_dir):
+            ready = asyncio.Event()
+            listener = asyncio.create_task(driver.listen(ready))
+            await ready.wait()
+            funding = deposits()
+            for start in range(0, len(funding), 500):
+                await driver.send(
+                    funding[start : start + 500], time.perf_counter(), time.time_ns() // 1_000_000
+                )
+            while driver.sent_at:
+                await asyncio.sleep(0.05)
+            results = []
+            first = time.perf_counter()
+            offset = 0
+            for rate in rates:
+                chunk = commands[offset : offset + int(rate * seconds)]
+                offset += len(chunk)
+                results.append(await _open_loop(driver, chunk, rate, seconds, shards))
+            last_answer = driver.last_answer
+            while True:
+                outputs, committed = await _written(server_url, topology, database_url)
+                if committed >= outputs:
+                    break
+                await asyncio.sleep(0.1)
+            done = time.perf_counter()
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+    finally:
+        await driver.close()
+        keys = [key async for key in admin.scan_iter(match=f"{namespace}:*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await admin.delete(*keys[start : start + 500])
+        await admin.aclose()
+        await _drop_database(admin_url, database_url)
+    return ClusterRun(shards, results, offset, done - first, done - last_answer)
+
+
+def run(
+    redis_url: str,
+    admin_url: str,
+    shard_counts: Sequence[int],
+    flow: Sequence[FlowLine],
+    rates: Sequence[int],
+    seconds: float,
+) -> Iterator[ClusterRun]:
+    commands = flow_commands(flow)
+    needed = int(sum(rates) * seconds)
+    if len(commands) < needed:
+        raise ValueError(f"the flow has {len(commands)} commands; the rates need {needed}")
+    for shards in shard_counts:
+        yield asyncio.run(run_one(redis_url, admin_url, shards, commands, rates, seconds))

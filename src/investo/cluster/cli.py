@@ -1,0 +1,173 @@
+"""The distributed mode's commands: ``investo cluster init|status``, ``investo engine``, ``investo dbwriter``.
+
+Every process takes ``--redis redis://host:port/db?prefix=<namespace>`` and finds the
+markets and the shard map there (written by ``investo cluster init``). Each long-running
+command stops cleanly on SIGTERM or Ctrl-C (an engine saves a snapshot first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import redis.asyncio as aioredis
+import typer
+
+from investo.cluster import topology as topo
+
+app = typer.Typer(help="The distributed mode's shard map (Redis).", no_args_is_help=True)
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0?prefix=investo"
+RedisOption = Annotated[str, typer.Option("--redis", help="Redis URL; ?prefix= names the cluster.")]
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+@app.command("init")
+def init(
+    redis: RedisOption = DEFAULT_REDIS,
+    markets: Annotated[Path | None, typer.Option(help="Markets TOML file (default: built-in).")] = None,
+    matching_shards: Annotated[int, typer.Option(help="Matching engines; markets are dealt to them.")] = 1,
+    accounts_shards: Annotated[int, typer.Option(help="Accounts engines; user u is on shard u % N.")] = 1,
+) -> None:
+    """Write (or change) the cluster's markets and shard map; running gateways pick it up."""
+    from investo.markets import MarketConfigError, parse_config, read_text
+
+    try:
+        text, source = read_text(markets)
+        specs = parse_config(text, source).markets
+        matching = topo.spread(specs, matching_shards)
+        server_url, namespace = topo.split_url(redis)
+        draft = topo.Topology(namespace, text, matching, accounts_shards)
+    except (MarketConfigError, ValueError) as error:
+        raise typer.BadParameter(str(error)) from None
+
+    async def write() -> topo.Topology:
+        client = aioredis.Redis.from_url(server_url)
+        try:
+            return await topo.store(client, draft)
+        finally:
+            await client.aclose()
+
+    try:
+        stored = asyncio.run(write())
+    except topo.ClusterConfigError as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"cluster {namespace!r} version {stored.version}: markets from {source}")
+    for shard in range(stored.matching_shards):
+        typer.echo(f"  matching shard {shard}: {', '.join(stored.markets_of(shard))}")
+    typer.echo(f"  accounts shards: {stored.accounts_shards} (user u on shard u % {stored.accounts_shards})")
+
+
+@app.command("status")
+def status(redis: RedisOption = DEFAULT_REDIS) -> None:
+    """Each shard's input, progress and output, and who writes it to SQL."""
+
+    async def read() -> list[str]:
+        server_url, namespace = topo.split_url(redis)
+        client = aioredis.Redis.from_url(server_url)
+        try:
+            topology = await topo.load(client, namespace)
+            lines = [f"cluster {namespace!r} version {topology.version}"]
+            for role, shard in topology.every_output():
+                prefix = topology.input_prefix(role, shard)
+                got, done, out, holder = await asyncio.gather(
+                    client.get(f"{prefix}:next"),
+                    client.get(topology.done_key(role, shard)),
+                    client.get(f"{topology.output_prefix(role, shard)}:next"),
+                    client.get(f"{topology.output_prefix(role, shard)}:dbwriter-lease"),
+                )
+                writer = holder.decode() if isinstance(holder, bytes) else (holder or "-")
+                lines.append(
+                    f"  {role} {shard}: input {int(got or 0)}, processed {int(done or 0)}, "
+                    f"output {int(out or 0)}, db writer {writer}"
+                )
+            return lines
+        finally:
+            await client.aclose()
+
+    try:
+        typer.echo("\n".join(asyncio.run(read())))
+    except topo.ClusterNotInitialised as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+
+
+def engine(
+    role: Annotated[str, typer.Option(help="accounts or matching.")],
+    shard: Annotated[int, typer.Option(help="Which shard of that role.")] = 0,
+    redis: RedisOption = DEFAULT_REDIS,
+    snapshot_every: Annotated[int, typer.Option(help="Input entries between two snapshots.")] = 50_000,
+) -> None:
+    """Run one engine shard over its Redis input stream until SIGTERM."""
+    from investo.cluster.engine import Fenced, ShardEngine
+
+    if role not in topo.ROLES:
+        raise typer.BadParameter(f"--role must be accounts or matching, not {role!r}")
+    checked: topo.Role = "accounts" if role == "accounts" else "matching"
+
+    async def run() -> None:
+        server_url, namespace = topo.split_url(redis)
+        client = aioredis.Redis.from_url(server_url)
+        try:
+            topology = await topo.load(client, namespace)
+        finally:
+            await client.aclose()
+        shard_engine = ShardEngine(server_url, topology, checked, shard, snapshot_every=snapshot_every)
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        try:
+            replayed = await shard_engine.recover()
+            await shard_engine.write_status()  # also says "up" to operators and tests
+            typer.echo(f"{role} shard {shard}: replayed {replayed}, at input offset {shard_engine.applied}")
+            await shard_engine.run(stop)
+            await shard_engine.save_snapshot()
+            await shard_engine.write_status()
+        finally:
+            await shard_engine.close()
+
+    try:
+        asyncio.run(run())
+    except (topo.ClusterNotInitialised, ValueError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    except Fenced as error:
+        typer.echo(f"stopped: {error}", err=True)
+        raise typer.Exit(3) from None
+
+
+def dbwriter(
+    redis: RedisOption = DEFAULT_REDIS,
+    database: Annotated[
+        str, typer.Option(help="SQL history (postgresql://…).")
+    ] = "postgresql://127.0.0.1/investo",
+    lease_ms: Annotated[int, typer.Option(help="A dead writer's streams are taken over after this.")] = 10000,
+) -> None:
+    """Write every shard's output stream into SQL until SIGTERM; run several for fail-over."""
+    from investo.cluster.dbwriter import DbWriter
+
+    async def run() -> None:
+        writer = DbWriter(redis, database, lease_ms=lease_ms)
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        try:
+            await writer.start()
+            typer.echo(f"db writer {writer.writer_id}: {redis} -> {database}")
+            await writer.run(stop)
+        finally:
+            await writer.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            asyncio.run(run())
+        except topo.ClusterNotInitialised as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(1) from None

@@ -1,0 +1,166 @@
+"""The gateway's side of the distributed mode: submit a command, wait for its answer.
+
+A :class:`ClusterClient` has its own reply channel (``<ns>:reply:<gateway id>``,
+subscribed before the first command is sent). ``submit`` stamps the command with
+the gateway's clock, routes it by the shard map (orders, deposits, withdrawals to
+the user's accounts shard; cancels to the market's matching shard), appends it to
+that shard's input log in an envelope naming the reply channel and a correlation
+number, and waits for the :class:`~investo.cluster.records.Reply`.
+
+Guarantees
+----------
+* An answer is delivered only to the request with its correlation number; late or
+  foreign answers are dropped.
+* No answer within ``timeout_s``, or an append that fails, raises
+  :class:`~investo.host.StatusUnknown`: the command may or may not have been
+  executed (Redis pub/sub delivers at most once), and the caller looks the order up
+  by its client order id. The client never retries by itself.
+* The shard map is reloaded whenever ``investo cluster init`` announces a change,
+  without a restart.
+
+Costs: one append (one round trip, plus the server's fsync) per command, and one
+pub/sub message per answer; ``ts`` never decreases within one client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+
+from investo.cluster import topology as topo
+from investo.cluster.records import ENCODER, REPLY_DECODER, Envelope
+from investo.cluster.topology import Role, Topology
+from investo.core.exchange import unknown_market_cancel
+from investo.core.messages import CancelAll, CancelOrder, Command, Deposit, Event, PlaceOrder, Withdraw
+from investo.host import Applied, HostStopped, StatusUnknown
+from investo.log.base import LogError
+from investo.log.redis import RedisLog
+
+log = logging.getLogger(__name__)
+
+
+class ClusterClient:
+    """Submits commands to the shards and waits for their answers; see the module docstring."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        gateway_id: str | None = None,
+        timeout_s: float = 5.0,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.server_url, self.namespace = topo.split_url(redis_url)
+        self.gateway_id = gateway_id or secrets.token_hex(6)
+        self.timeout_s = timeout_s
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._last_ts = 0
+        self._client: aioredis.Redis = aioredis.Redis.from_url(self.server_url)
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._logs: dict[tuple[Role, int], RedisLog] = {}
+        self._waiting: dict[int, asyncio.Future[list[Event]]] = {}
+        self._numbers = itertools.count(1)
+        self.topology: Topology | None = None
+        self.reply_channel = ""
+
+    async def start(self) -> None:
+        self.topology = await topo.load(self._client, self.namespace)
+        self.reply_channel = self.topology.reply_channel(self.gateway_id)
+        self._pubsub = self._client.pubsub()
+        await self._pubsub.subscribe(self.reply_channel, topo.changes_channel(self.namespace))
+        self._listener = asyncio.create_task(self._listen(self._pubsub), name=f"replies-{self.gateway_id}")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(HostStopped("the gateway is stopping"))
+        if self._pubsub is not None:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        for shard_log in self._logs.values():
+            await shard_log.close()
+        await self._client.aclose()
+
+    # ------------------------------------------------------------------ commands
+
+    async def submit(self, command: Command) -> Applied:
+        """Send ``command`` to its shard; return it (stamped) with the events it caused."""
+        if self.topology is None:
+            raise HostStopped("the gateway is not connected to the cluster")
+        ts = max(self._clock_ms(), self._last_ts)
+        self._last_ts = ts
+        command = msgspec.structs.replace(command, ts=ts)
+        target = self._route(self.topology, command)
+        if target is None:
+            assert isinstance(command, CancelOrder | CancelAll)
+            return Applied(0, command, [unknown_market_cancel(command)])
+        corr = next(self._numbers)
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self._waiting[corr] = future
+        try:
+            try:
+                offsets = await self._log(*target).append(
+                    [ENCODER.encode(Envelope(command, self.reply_channel, corr))]
+                )
+            except LogError as exc:
+                raise StatusUnknown(f"appending to {target[0]} shard {target[1]} failed: {exc}") from exc
+            try:
+                events = await asyncio.wait_for(future, self.timeout_s)
+            except TimeoutError:
+                raise StatusUnknown(
+                    f"no answer from {target[0]} shard {target[1]} within {self.timeout_s} s"
+                ) from None
+            return Applied(offsets[0], command, events)
+        finally:
+            self._waiting.pop(corr, None)
+
+    @staticmethod
+    def _route(topology: Topology, command: Command) -> tuple[Role, int] | None:
+        if isinstance(command, PlaceOrder | Deposit | Withdraw):
+            return "accounts", topology.accounts_shard(command.user)
+        shard = topology.matching_shard(command.market)
+        return None if shard is None else ("matching", shard)
+
+    def _log(self, role: Role, shard: int) -> RedisLog:
+        found = self._logs.get((role, shard))
+        if found is None:
+            assert self.topology is not None
+            url = topo.log_url(self.server_url, self.topology.input_prefix(role, shard))
+            found = self._logs[(role, shard)] = RedisLog(url)
+        return found
+
+    # ------------------------------------------------------------------ answers
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        changes = topo.changes_channel(self.namespace).encode()
+        while True:
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    continue
+                if message["channel"] == changes:
+                    self.topology = await topo.load(self._client, self.namespace)
+                    log.info("shard map reloaded: version %d", self.topology.version)
+                    continue
+                reply = REPLY_DECODER.decode(message["data"])
+                future = self._waiting.get(reply.corr)
+                if future is not None and not future.done():
+                    future.set_result(reply.events)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bad message or a lost connection must not stop the listener
+                log.exception("reply listener of gateway %s", self.gateway_id)
+                await asyncio.sleep(0.5)

@@ -1,0 +1,251 @@
+"""The DB writer: every shard's output stream into SQL (Postgres), exactly once per entry.
+
+For each output stream (``<ns>:<role>:<shard>:out``) one writer at a time holds a
+lease (``…:out:dbwriter-lease``, renewed every third of its life). The holder reads
+the stream with the consumer group ``dbwriter`` (``XREADGROUP``), writes what it read
+with a :class:`~investo.store.writer.HistoryWriter` named after the stream (one
+transaction per batch), and acknowledges (``XACK``) only after the commit. A writer
+that takes over a stream (its previous holder died) first claims the pending entries
+the dead one read but never acknowledged (``XAUTOCLAIM``), then goes on with new ones.
+
+Guarantees
+----------
+* **Idempotent on (stream, offset).** The history writer's watermark for the stream
+  is committed in the same transaction as the rows and skips every entry at or below
+  it, so an entry written, then claimed again after a crash, is not written twice;
+  two writers that briefly both believe they hold a lease cannot both commit
+  (compare-and-set on the watermark).
+* **Nothing lost.** An entry is acknowledged only once committed; an unacknowledged
+  one stays pending in the group until a writer claims it.
+* Matching streams give orders, order updates, trades, candles and the trades'
+  ledger legs; accounts streams give deposits and withdrawals (their ``OrderAccepted``
+  are written from the matching stream, which carries every order's whole life).
+* SQL keys rows by log offset: entry ``o`` of the stream numbered ``n`` is stored as
+  offset ``o * 1024 + n`` (:meth:`~investo.cluster.topology.Topology.stream_number`).
+* Output streams are trimmed behind the watermark, keeping the last ``retain``
+  entries for late readers.
+
+Costs: one ``XREADGROUP`` + one transaction + one ``XACK`` per batch of up to
+``batch`` entries per stream; several writers share the streams between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from investo.cluster import topology as topo
+from investo.cluster.records import OUTPUT_DECODER
+from investo.cluster.topology import Role, Topology
+from investo.core.messages import Deposited, Event, Withdrawn
+from investo.log.redis import RedisLog
+from investo.store.db import make_engine
+from investo.store.migrate import upgrade
+from investo.store.writer import HistoryWriter
+
+log = logging.getLogger(__name__)
+
+GROUP = "dbwriter"
+
+# KEYS: lease. ARGV: holder, lease ms. Renews the lease only for its holder.
+_RENEW = """#!lua
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS: lease. ARGV: holder. Gives the lease up only if held.
+_RELEASE = """#!lua
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    offset: int
+    events: Sequence[Event]
+
+
+_ACCOUNTS_ROWS = (Deposited, Withdrawn)
+
+
+class StreamWriter:
+    """Writes one output stream while this process holds its lease."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        out: RedisLog,
+        role: Role,
+        stream_number: int,
+        history: HistoryWriter,
+        consumer: str,
+        *,
+        batch: int = 2_000,
+        retain: int = 100_000,
+    ) -> None:
+        self.client = client
+        self.out = out
+        self.role = role
+        self.stream_number = stream_number
+        self.history = history
+        self.consumer = consumer
+        self.batch = batch
+        self.retain = retain
+        self.key = out.stream_key
+
+    @property
+    def written(self) -> int:
+        """The stream's last offset committed to SQL."""
+        return self.history.durable_offset // topo.STREAMS_PER_OFFSET
+
+    async def run(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: the group exists
+            await self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+        await self.history.load_progress()
+        self.history.start()
+        try:
+            await self._claim_pending()
+            while not stop.is_set():
+                found = await self.client.xreadgroup(
+                    GROUP, self.consumer, {self.key: ">"}, self.batch, block=200
+                )
+                for _, rows in cast(list[tuple[bytes, list[Any]]], found):
+                    await self._write(rows)
+        finally:
+            await self.history.stop()
+
+    async def _claim_pending(self) -> None:
+        """Take over what a dead writer read but never acknowledged."""
+        cursor: Any = "0-0"
+        while True:
+            answer = await self.client.xautoclaim(self.key, GROUP, self.consumer, 0, cursor, count=self.batch)
+            cursor, rows = answer[0], answer[1]
+            if rows:
+                await self._write(rows)
+            if cursor in (b"0-0", "0-0"):
+                return
+
+    async def _write(self, rows: list[Any]) -> None:
+        entries = []
+        ids = []
+        for entry_id, fields in rows:
+            ids.append(entry_id)
+            if fields is None or b"p" not in fields:
+                continue  # trimmed away meanwhile: it was committed before (trims stay behind the watermark)
+            output = OUTPUT_DECODER.decode(fields[b"p"])
+            events = output.events
+            if self.role == "accounts":
+                events = [e for e in events if isinstance(e, _ACCOUNTS_ROWS)]
+            offset = int(entry_id.split(b"-", 1)[0])
+            entries.append(_Entry(offset * topo.STREAMS_PER_OFFSET + self.stream_number, events))
+        if entries:
+            self.history.on_applied(entries)
+            await self.history.wait_for(entries[-1].offset)
+        if ids:
+            await self.client.xack(self.key, GROUP, *ids)
+        watermark = self.written
+        if watermark - self.retain > await self.out.first_offset() + self.batch:
+            await self.out.trim(watermark - self.retain + 1)
+
+
+class DbWriter:
+    """Holds leases on output streams and runs a :class:`StreamWriter` on each one held."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        database_url: str,
+        *,
+        writer_id: str | None = None,
+        lease_ms: int = 10_000,
+        batch: int = 2_000,
+    ) -> None:
+        self.server_url, self.namespace = topo.split_url(redis_url)
+        self.database_url = database_url
+        self.writer_id = writer_id or secrets.token_hex(6)
+        self.lease_ms = lease_ms
+        self.batch = batch
+        self.client: aioredis.Redis = aioredis.Redis.from_url(self.server_url)
+        self._renew = self.client.register_script(_RENEW)
+        self._release = self.client.register_script(_RELEASE)
+        self.db: AsyncEngine | None = None
+        self.topology: Topology | None = None
+        self.writers: dict[str, tuple[StreamWriter, asyncio.Event, asyncio.Task[None]]] = {}
+
+    async def start(self) -> None:
+        self.topology = await topo.load(self.client, self.namespace)
+        await asyncio.to_thread(upgrade, self.database_url)
+        self.db = make_engine(self.database_url)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Take, keep and use leases until ``stop``; then finish the current batches and let go."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self._tend_leases()
+                except RedisError as exc:  # Redis restarting: keep what runs, try again later
+                    log.warning("db writer %s cannot reach Redis (%s)", self.writer_id, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.lease_ms / 3000)
+        finally:
+            for key in list(self.writers):
+                await self._let_go(key)
+
+    async def durable(self) -> dict[str, int]:
+        """The committed watermark of every stream this process writes."""
+        return {key: w.written for key, (w, _, _) in self.writers.items()}
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await self.db.dispose()
+        await self.client.aclose()
+
+    async def _tend_leases(self) -> None:
+        assert self.topology is not None
+        for role, shard in self.topology.every_output():
+            prefix = self.topology.output_prefix(role, shard)
+            lease = f"{prefix}:dbwriter-lease"
+            if prefix in self.writers:
+                _, _, task = self.writers[prefix]
+                if task.done() or not await self._renew(keys=[lease], args=[self.writer_id, self.lease_ms]):
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        log.error("writer of %s failed: %r", prefix, task.exception())
+                    await self._let_go(prefix)
+                continue
+            if await self.client.set(lease, self.writer_id, nx=True, px=self.lease_ms):
+                self._take(role, shard, prefix)
+
+    def _take(self, role: Role, shard: int, prefix: str) -> None:
+        assert self.db is not None and self.topology is not None
+        out = RedisLog(topo.log_url(self.server_url, prefix))
+        history = HistoryWriter(self.db, self.topology.markets, name=prefix, max_commands=self.batch)
+        number = self.topology.stream_number(role, shard)
+        writer = StreamWriter(self.client, out, role, number, history, self.writer_id, batch=self.batch)
+        stop = asyncio.Event()
+        task = asyncio.create_task(writer.run(stop), name=f"dbwriter-{prefix}")
+        self.writers[prefix] = (writer, stop, task)
+        log.info("writer %s took %s", self.writer_id, prefix)
+
+    async def _let_go(self, prefix: str) -> None:
+        writer, stop, task = self.writers.pop(prefix)
+        stop.set()
+        with contextlib.suppress(Exception):
+            await task
+        with contextlib.suppress(Exception):
+            await writer.out.close()
+        with contextlib.suppress(RedisError):  # else the lease just expires
+            await self._release(keys=[f"{prefix}:dbwriter-lease"], args=[self.writer_id])

@@ -1,0 +1,306 @@
+"""A shard engine process: an accounts or matching shard over its Redis input log.
+
+Start-up: load the input log's latest snapshot, then replay the input up to
+``<shard>:done`` (the last entry whose outputs are already published) without
+publishing anything again. Then, in a loop: read up to ``batch`` entries, step each
+one (:mod:`investo.cluster.shards`), publish the whole batch's outputs and forwards
+with one Lua script, answer the gateways on their reply channels, and every
+``snapshot_every`` entries save a snapshot and trim the input behind the previous one.
+
+Invariants
+----------
+* **Exactly once.** The publish script appends every output and forward of a batch
+  and advances ``done`` in one atomic step, and only if ``done`` still holds the
+  offset this engine read from (compare-and-set). So an entry's effects are
+  published once, whatever crashes; and a second engine started for the same
+  shard is *fenced*: its first publish fails and it stops (:class:`Fenced`). A
+  publish whose answer is lost (Redis restarting) is retried with the same
+  payloads, and counts as done if ``done`` already moved to its end.
+* **Deterministic.** State is a pure function of the input log; replies are sent
+  only after their batch is published, so a gateway never hears of something a
+  crash could undo (with Redis AOF ``appendfsync always``).
+* Snapshots are taken only of published state (offset ≤ ``done``), and the input
+  is trimmed only behind a snapshot that remains.
+
+Costs: per batch, one read and one script call (one round trip each) plus a
+pipelined PUBLISH per reply; stepping is the engines' cost; a snapshot serialises
+the shard every ``snapshot_every`` entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Output
+from investo.cluster.shards import AccountsShard, MatchingShard, Shard, Step
+from investo.cluster.topology import Role, Topology, log_url
+from investo.log.base import LogError
+from investo.log.redis import RedisLog
+
+log = logging.getLogger(__name__)
+
+ReplayProgress = Callable[[int, int], None]
+RETRY_S = 0.2  # between attempts while Redis is unreachable
+
+# KEYS: done, then (stream, next) per target log. ARGV: expected done, new done, then per
+# target: a count and that many payloads. Checks everything first, so a refused call
+# writes nothing; appends with the RedisLog layout (stream id "<offset>-0", field p).
+_PUBLISH = """#!lua
+local done = tonumber(redis.call('GET', KEYS[1]) or '0')
+if done ~= tonumber(ARGV[1]) then
+    return redis.error_reply('FENCED ' .. KEYS[1] .. ' is at ' .. done .. ', not ' .. ARGV[1])
+end
+local targets = (#KEYS - 1) / 2
+for j = 1, targets do
+    local last = tonumber(redis.call('GET', KEYS[2 * j + 1]) or '0')
+    local top = redis.call('XREVRANGE', KEYS[2 * j], '+', '-', 'COUNT', 1)
+    if #top > 0 and tonumber(string.match(top[1][1], '^%d+')) > last then
+        return redis.error_reply('the stream ' .. KEYS[2 * j] .. ' holds offsets past its counter')
+    end
+end
+local a = 3
+for j = 1, targets do
+    local count = tonumber(ARGV[a])
+    a = a + 1
+    local last = tonumber(redis.call('GET', KEYS[2 * j + 1]) or '0')
+    for i = 1, count do
+        redis.call('XADD', KEYS[2 * j], string.format('%d-0', last + i), 'p', ARGV[a])
+        a = a + 1
+    end
+    redis.call('SET', KEYS[2 * j + 1], string.format('%d', last + count))
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class Fenced(RuntimeError):
+    """Another engine published for this shard: this one must stop."""
+
+
+@dataclass
+class EngineStats:
+    entries: int = 0
+    batches: int = 0
+    replies: int = 0
+    snapshots: int = 0
+
+
+def make_shard(topology: Topology, role: Role, shard: int) -> Shard:
+    if not 0 <= shard < topology.shard_count(role):
+        raise ValueError(f"there is no {role} shard {shard}: the cluster has {topology.shard_count(role)}")
+    return AccountsShard(topology, shard) if role == "accounts" else MatchingShard(topology, shard)
+
+
+class ShardEngine:
+    """Runs one shard over its input log; see the module docstring."""
+
+    def __init__(
+        self,
+        server_url: str,
+        topology: Topology,
+        role: Role,
+        shard: int,
+        *,
+        batch: int = 512,
+        snapshot_every: int = 50_000,
+        block_ms: int = 200,
+    ) -> None:
+        self.topology = topology
+        self.role = role
+        self.shard_no = shard
+        self.shard = make_shard(topology, role, shard)
+        self.server_url = server_url
+        self.input = RedisLog(log_url(server_url, topology.input_prefix(role, shard)))
+        self.client: aioredis.Redis = aioredis.Redis.from_url(server_url)
+        self._publish = self.client.register_script(_PUBLISH)
+        self._done_key = topology.done_key(role, shard)
+        self._targets: dict[tuple[Role, int], RedisLog] = {}
+        self.output = self._target_log(role, shard, output=True)
+        self.applied = 0
+        self.batch = batch
+        self.snapshot_every = snapshot_every
+        self.block_ms = block_ms
+        self.stats = EngineStats()
+        self._since_snapshot = 0
+        self._snapshots: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"<ShardEngine {self.role} {self.shard_no} at {self.applied}>"
+
+    # ------------------------------------------------------------------ start-up
+
+    async def recover(self, progress: ReplayProgress | None = None, page: int = 5_000) -> int:
+        """Load the latest snapshot and replay the published part of the input; return entries replayed."""
+        snapshot = await self.input.latest_snapshot()
+        if snapshot is not None:
+            self.applied, data = snapshot
+            self.shard.restore(data)
+            self._snapshots = [self.applied]
+        published = int(await self.client.get(self._done_key) or 0)
+        if published < self.applied:
+            raise RuntimeError(
+                f"{self._done_key} is {published} but the snapshot is at {self.applied}: Redis lost writes"
+            )
+        total = published - self.applied
+        replayed = 0
+        while self.applied < published:
+            entries = await self.input.read(self.applied, min(page, published - self.applied))
+            if not entries:
+                raise RuntimeError(f"the input log ends before {self._done_key} = {published}")
+            for offset, payload in entries:
+                _step(self.shard, offset, payload)
+                self.applied = offset
+            replayed += len(entries)
+            if progress is not None:
+                progress(replayed, total)
+        return replayed
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process the input until ``stop`` is set (raises :class:`Fenced` if another engine took over).
+
+        A lost connection to Redis (a restart, a network fault) is waited out: reads are
+        retried, and a batch whose publish failed is published again or found published.
+        """
+        while not stop.is_set():
+            try:
+                entries = await self.input.read(self.applied, self.batch)
+                if not entries:
+                    await self.input.wait_for_entries(self.applied, self.block_ms)
+                    continue
+            except LogError as exc:
+                log.warning("%r cannot read its input (%s); retrying", self, exc)
+                await asyncio.sleep(RETRY_S)
+                continue
+            await self.process(entries)
+
+    async def process(self, entries: list[tuple[int, bytes]]) -> None:
+        """Step, publish and answer one batch read from the input."""
+        steps = [(offset, _step(self.shard, offset, payload)) for offset, payload in entries]
+        await self._publish_batch(self.applied, entries[-1][0], steps)
+        self.applied = entries[-1][0]
+        await self._reply(steps)
+        self.stats.entries += len(entries)
+        self.stats.batches += 1
+        self._since_snapshot += len(entries)
+        if self._since_snapshot >= self.snapshot_every:
+            try:
+                await self.save_snapshot()
+            except LogError as exc:  # no harm: the next batch tries again
+                log.warning("%r: snapshot failed (%s)", self, exc)
+
+    async def _publish_batch(self, expected: int, new: int, steps: list[tuple[int, Step]]) -> None:
+        payloads: dict[RedisLog, list[bytes]] = {}
+        outputs = [ENCODER.encode(Output(offset, s.output)) for offset, s in steps if s.output]
+        if outputs:
+            payloads[self.output] = outputs
+        for _, step in steps:
+            for role, shard, envelope in step.forwards:
+                payloads.setdefault(self._target_log(role, shard), []).append(ENCODER.encode(envelope))
+        keys: list[str] = [self._done_key]
+        args: list[int | bytes] = [expected, new]
+        for target, batch in payloads.items():
+            keys += [target.stream_key, target.next_key]
+            args += [len(batch), *batch]
+        while True:
+            try:
+                await self._publish(keys=keys, args=args)
+                return
+            except ResponseError as exc:
+                if not str(exc).startswith("FENCED"):
+                    raise
+                if await self._published_up_to() == new:
+                    return  # an earlier attempt whose answer was lost went through
+                raise Fenced(f"{self!r}: {exc}") from exc
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning(
+                    "%r: publishing offsets %d-%d failed (%s); retrying", self, expected + 1, new, exc
+                )
+                await asyncio.sleep(RETRY_S)
+
+    async def _published_up_to(self) -> int:
+        """``done`` as Redis holds it, waiting out a lost connection."""
+        while True:
+            try:
+                return int(await self.client.get(self._done_key) or 0)
+            except (RedisConnectionError, RedisTimeoutError):
+                await asyncio.sleep(RETRY_S)
+
+    async def _reply(self, steps: list[tuple[int, Step]]) -> None:
+        answers = [(s.reply_to, s.reply) for _, s in steps if s.reply is not None]
+        if not answers:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for channel, reply in answers:
+                    pipe.publish(channel, ENCODER.encode(reply))
+                await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError) as exc:  # the gateways time out: "status unknown"
+            log.warning("%r: %d answers lost (%s)", self, len(answers), exc)
+            return
+        self.stats.replies += len(answers)
+
+    def _target_log(self, role: Role, shard: int, *, output: bool = False) -> RedisLog:
+        key = (role, shard) if not output else (role, -1 - shard)
+        found = self._targets.get(key)
+        if found is None:
+            prefix = (
+                self.topology.output_prefix(role, shard)
+                if output
+                else self.topology.input_prefix(role, shard)
+            )
+            found = self._targets[key] = RedisLog(log_url(self.server_url, prefix))
+        return found
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def save_snapshot(self) -> None:
+        """Snapshot the (published) state at ``applied``; trim the input behind the previous snapshot."""
+        if self.applied == 0 or (self._snapshots and self._snapshots[-1] == self.applied):
+            return
+        await self.input.save_snapshot(self.applied, self.shard.snapshot())
+        self._snapshots.append(self.applied)
+        if len(self._snapshots) >= 2:
+            await self.input.trim(self._snapshots[-2] + 1)
+            self._snapshots = self._snapshots[-2:]
+        self._since_snapshot = 0
+        self.stats.snapshots += 1
+
+    async def write_status(self) -> None:
+        """Record ``applied`` and the state hash under ``<shard>:status`` (for operators and tests)."""
+        status: dict[bytes | bytearray | memoryview[int] | str | int | float, bytes | str | int] = {
+            "applied": self.applied,
+            "state_hash": self.shard.state_hash(),
+            "at_ms": time.time_ns() // 10**6,
+        }
+        await self.client.hset(
+            f"{self.topology.input_prefix(self.role, self.shard_no)}:status", mapping=status
+        )
+
+    async def close(self) -> None:
+        for target in self._targets.values():
+            await target.close()
+        await self.input.close()
+        await self.client.aclose()
+
+
+def _step(shard: Shard, offset: int, payload: bytes) -> Step:
+    """Step one input entry; one that does not decode is skipped (the same way on every replay)."""
+    try:
+        envelope = ENVELOPE_DECODER.decode(payload)
+    except msgspec.DecodeError as exc:
+        log.error("input entry %d does not decode (%s): skipped", offset, exc)
+        return Step()
+    return shard.step(envelope)
