@@ -49,10 +49,15 @@ def redis_namespace_url() -> Iterator[str]:
     try:
         yield f"redis://{HOST}:{PORT}/{DB}?prefix={namespace}"
     finally:
-        client = redis.Redis(host=HOST, port=PORT, db=DB)
-        try:
-            keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
-            for start in range(0, len(keys), 500):
-                client.delete(*keys[start : start + 500])
-        finally:
-            client.close()
+        delete_namespace(namespace)
+
+
+def delete_namespace(namespace: str) -> None:
+    """Delete every key ``<namespace>:*`` of the test Redis."""
+    client = redis.Redis(host=HOST, port=PORT, db=DB)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()

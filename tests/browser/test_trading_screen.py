@@ -66,9 +66,14 @@ def test_sign_up_rest_and_cancel_a_limit_order(page: Any, artifacts: Path) -> No
     assert float(page.locator("#balances tr[data-asset='INR'] .free").inner_text()) > 0
 
     # a buy two ticks under the best bid rests in the book
-    best_bid = float(page.locator("#bids .lvl").first.get_attribute("data-price"))
+    # clicking a level fills the form (a bid: sell there); read and click in one step of the
+    # page, as the bots keep re-drawing the book
+    clicked = page.evaluate(
+        "() => { const level = document.querySelector('#bids .lvl');"
+        " level.click(); return level.dataset.price; }"
+    )
+    best_bid = float(clicked)
     price = f"{best_bid - 0.10:.2f}"
-    page.click("#bids .lvl >> nth=0")  # clicking a level fills the form (a bid: sell there)
     assert page.input_value("#price") == f"{best_bid:.2f}"
     page.click(".side.buy")
     page.fill("#price", "949.53")

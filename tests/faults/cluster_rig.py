@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 
+from cluster_fixtures import ASSETS, SYMBOLS, init_cluster
 from investo.cluster import topology as topo
 from investo.cluster.client import ClusterClient
 from investo.cluster.engine import ShardEngine
@@ -42,14 +45,7 @@ from investo.host import StatusUnknown
 from investo.store.db import make_engine
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "redis.conf"
-SYMBOLS = ("AINR", "BINR", "CINR", "DINR")
-MARKETS_TOML = "[assets.INR]\ndecimals = 2\n" + "".join(
-    f'\n[assets.{s[0]}]\ndecimals = 0\n\n[markets.{s}]\nbase = "{s[0]}"\nquote = "INR"\n'
-    'tick_size = "0.05"\nlot_size = "1"\nmaker_fee_bps = 10\ntaker_fee_bps = 20\n'
-    for s in SYMBOLS
-)
 USERS = range(1, 9)
-ASSETS = ("INR", *(s[0] for s in SYMBOLS))
 
 
 def free_port() -> int:
@@ -99,6 +95,90 @@ class RedisServer:
             self.process = None
 
 
+class PostgresServer:
+    """A private PostgreSQL (Debian's server binaries) on a free port with its own data dir.
+
+    Postgres refuses to run as root: as root the server runs as the ``postgres`` user. The
+    postmaster is this process's own child, so a kill -9 is reaped here at once.
+    """
+
+    def __init__(self) -> None:
+        bindir = _pg_bindir()
+        self.initdb, self.postgres = Path(bindir) / "initdb", Path(bindir) / "postgres"
+        # Not under pytest's tmp_path: its folders are private to root, which postgres is not.
+        self.dir = data_dir = Path(tempfile.mkdtemp(prefix="investo-pg-"))
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._user = "postgres" if os.geteuid() == 0 else None
+        if self._user:
+            shutil.chown(data_dir, self._user)
+        initdb = [
+            str(self.initdb),
+            "-D",
+            str(data_dir / "pg"),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ]
+        subprocess.run(
+            initdb,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            user=self._user,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = [
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.dir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=on",
+        ]
+        log = (self.dir / "server.log").open("ab")
+        self.process = subprocess.Popen([str(self.postgres), "-D", str(self.dir / "pg"), *options],
+                                        stdout=log, stderr=subprocess.STDOUT, user=self._user)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"postgres did not start: {(self.dir / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        time.sleep(0.5)  # accepting connections once recovery is done
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster (its backends then exit); a restart runs crash recovery."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(20)
+            self.process = None
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _pg_bindir() -> str:
+    found = shutil.which("pg_config")
+    if found is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("pg_config is missing (Debian package postgresql)")
+        pytest.skip("PostgreSQL server binaries are not installed")
+    return subprocess.run([found, "--bindir"], check=True, capture_output=True, text=True).stdout.strip()
+
+
 class Process:
     """One ``investo`` command as a subprocess, with its output in a file."""
 
@@ -140,6 +220,7 @@ class Rig:
     log_dir: Path
     namespace: str = "faults"
     topology: topo.Topology | None = None
+    postgres: PostgresServer | None = None  # a private server (to restart), else a database of the shared one
     engines: dict[tuple[topo.Role, int], Process] = field(default_factory=dict)
     writers: list[Process] = field(default_factory=list)
 
@@ -148,10 +229,7 @@ class Rig:
         return f"{self.redis.url}?prefix={self.namespace}"
 
     async def init(self) -> None:
-        client = aioredis.Redis.from_url(self.redis.url)
-        matching = {s: i % 2 for i, s in enumerate(SYMBOLS)}
-        self.topology = await topo.store(client, topo.Topology(self.namespace, MARKETS_TOML, matching, 2))
-        await client.aclose()
+        self.topology = await init_cluster(self.redis.url, self.namespace)
         for role, shard in self.topology.every_output():
             args = ["engine", "--role", role, "--shard", str(shard), "--redis", self.cluster_url]
             args += ["--snapshot-every", "300"]
@@ -191,7 +269,7 @@ class Rig:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.output()[-3000:]}" for p in [*self.engines.values(), *self.writers]
+            f"--- {p.name}\n{p.output()[-12000:]}" for p in [*self.engines.values(), *self.writers]
         )
 
 
@@ -250,10 +328,13 @@ async def wait_written(rig: Rig, timeout_s: float = 60.0) -> None:
                 done = int(await client.get(rig.topology.done_key(role, shard)) or 0)
                 out_prefix = rig.topology.output_prefix(role, shard)
                 outputs = int(await client.get(f"{out_prefix}:next") or 0)
-                async with db.connect() as conn:
-                    written = await conn.scalar(
-                        text("SELECT log_offset FROM writer_progress WHERE name = :n"), {"n": out_prefix}
-                    )
+                try:
+                    async with db.connect() as conn:
+                        written = await conn.scalar(
+                            text("SELECT log_offset FROM writer_progress WHERE name = :n"), {"n": out_prefix}
+                        )
+                except ProgrammingError:  # no writer has migrated the database yet
+                    written = 0
                 written = int(written or 0) // topo.STREAMS_PER_OFFSET
                 if done < inputs or written < outputs:
                     behind.append((role, shard, inputs, done, outputs, written))

@@ -9,24 +9,33 @@ hash the running engine ended with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from cluster_rig import Load, RedisServer, Rig, check_consistent, wait_written
+from cluster_rig import Load, PostgresServer, RedisServer, Rig, check_consistent, wait_written
 
 from investo.cluster.client import ClusterClient
 
 
 @pytest.fixture
 async def rig(tmp_path: Path, postgres_url: str) -> AsyncIterator[Rig]:
+    async with _rig(tmp_path, postgres_url) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _rig(
+    tmp_path: Path, database_url: str, postgres: PostgresServer | None = None
+) -> AsyncIterator[Rig]:
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
     server = RedisServer(redis_dir)
     server.start()
     logs = tmp_path / "logs"
     logs.mkdir()
-    cluster = Rig(server, postgres_url, logs)
+    cluster = Rig(server, database_url, logs, postgres=postgres)
     try:
         await cluster.init()
         yield cluster
@@ -108,3 +117,20 @@ async def test_restart_redis_with_aof_always(rig: Rig) -> None:
 
     load = await _under_load(rig, fault)
     await check_consistent(rig, load)
+
+
+async def test_restart_postgres(tmp_path: Path) -> None:
+    postgres = PostgresServer()
+    postgres.start()
+    try:
+        async with _rig(tmp_path, postgres.url, postgres) as cluster:
+
+            async def fault() -> None:
+                postgres.kill()
+                await asyncio.sleep(1.0)
+                postgres.start()
+
+            load = await _under_load(cluster, fault)
+            await check_consistent(cluster, load)
+    finally:
+        postgres.remove()

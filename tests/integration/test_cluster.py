@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
+from cluster_fixtures import MARKETS_TOML, SYMBOLS
 from investo.cluster import topology as topo
 from investo.cluster.client import ClusterClient
 from investo.cluster.engine import Fenced, ShardEngine
@@ -34,36 +34,8 @@ from investo.core.messages import (
     Withdraw,
 )
 from investo.host import StatusUnknown
-from redis_fixtures import redis_namespace_url
 
-SYMBOLS = ("AINR", "BINR", "CINR", "DINR")
-MARKETS_TOML = "[assets.INR]\ndecimals = 2\n" + "".join(
-    f"""
-[assets.{s[0]}]
-decimals = 0
-
-[markets.{s}]
-base = "{s[0]}"
-quote = "INR"
-tick_size = "0.05"
-lot_size = "1"
-maker_fee_bps = 10
-taker_fee_bps = 20
-"""
-    for s in SYMBOLS
-)
 USERS = range(1, 7)  # odd users on accounts shard 1, even on shard 0
-
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[tuple[str, topo.Topology]]:
-    with redis_namespace_url() as url:
-        server_url, namespace = topo.split_url(url)
-        client = aioredis.Redis.from_url(server_url)
-        draft = topo.Topology(namespace, MARKETS_TOML, {s: i % 2 for i, s in enumerate(SYMBOLS)}, 2)
-        stored = await topo.store(client, draft)
-        await client.aclose()
-        yield url, stored
 
 
 def _funding() -> list[Command]:

@@ -8,6 +8,7 @@ from a dead one (leases expire, pending entries claimed) stores nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import text
-from test_cluster import MARKETS_TOML, SYMBOLS, _funding, _random_commands
+from test_cluster import _funding, _random_commands
 
 from investo.cluster import topology as topo
 from investo.cluster.client import ClusterClient
@@ -24,18 +25,20 @@ from investo.cluster.local import LocalCluster
 from investo.core.messages import Deposited, OrderAccepted, TradeExecuted, Withdrawn
 from investo.log.redis import RedisLog
 from investo.store.db import make_engine
-from redis_fixtures import redis_namespace_url
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[tuple[str, topo.Topology]]:
-    with redis_namespace_url() as url:
-        server_url, namespace = topo.split_url(url)
-        client = aioredis.Redis.from_url(server_url)
-        draft = topo.Topology(namespace, MARKETS_TOML, {s: i % 2 for i, s in enumerate(SYMBOLS)}, 2)
-        stored = await topo.store(client, draft)
-        await client.aclose()
-        yield url, stored
+@contextlib.asynccontextmanager
+async def _running(writer: DbWriter) -> AsyncIterator[DbWriter]:
+    """``writer`` started and running in a task; stopped (finishing its batches) and closed on exit."""
+    await writer.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(writer.run(stop))
+    try:
+        yield writer
+    finally:
+        stop.set()
+        await running
+        await writer.close()
 
 
 async def _run_commands(url: str, topology: topo.Topology, seed: int, count: int) -> dict[str, Any]:
@@ -103,16 +106,8 @@ async def test_the_writer_stores_every_output_once(
         request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path}/h.db"
     )
     seen = await _run_commands(url, topology, seed=3, count=300)
-    writer = DbWriter(url, database_url, lease_ms=2_000)
-    await writer.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(writer.run(stop))
-    try:
+    async with _running(DbWriter(url, database_url, lease_ms=2_000)) as writer:
         await _wait_written(url, topology, writer)
-    finally:
-        stop.set()
-        await running
-        await writer.close()
     counts = await _sql_counts(database_url)
     assert counts["trades"] == seen["trades"] > 0
     assert counts["orders"] == seen["orders"] > 0
@@ -127,15 +122,9 @@ async def test_a_writer_taking_over_from_a_dead_one_stores_nothing_twice(
     seen = await _run_commands(url, topology, seed=5, count=200)
     server_url = topo.split_url(url)[0]
     # 1. A writer commits part of the streams, then stops.
-    first = DbWriter(url, postgres_url, writer_id="first", lease_ms=600, batch=20)
-    await first.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(first.run(stop))
-    while not any(await first.durable() or {"": 0}):
-        await asyncio.sleep(0.01)
-    stop.set()
-    await running
-    await first.close()
+    async with _running(DbWriter(url, postgres_url, writer_id="first", lease_ms=600, batch=20)) as first:
+        while not any((await first.durable()).values()):
+            await asyncio.sleep(0.01)
     # 2. A writer that then dies: it took the leases and read every entry again (committed
     #    ones included, as after a crash between commit and XACK), and acknowledged none.
     client = aioredis.Redis.from_url(server_url)
@@ -147,16 +136,8 @@ async def test_a_writer_taking_over_from_a_dead_one_stores_nothing_twice(
         for _, rows in await client.xreadgroup("dbwriter", "dead", {f"{prefix}:log": ">"}, count=100_000):
             pending += len(rows)
     # 3. The heir waits out the leases, claims the dead one's entries and finishes the job.
-    heir = DbWriter(url, postgres_url, writer_id="heir", lease_ms=600)
-    await heir.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(heir.run(stop))
-    try:
+    async with _running(DbWriter(url, postgres_url, writer_id="heir", lease_ms=600)) as heir:
         await _wait_written(url, topology, heir)
-    finally:
-        stop.set()
-        await running
-        await heir.close()
     left = 0
     for role, shard in topology.every_output():
         groups = await client.xinfo_groups(f"{topology.output_prefix(role, shard)}:log")

@@ -9,8 +9,6 @@ backend's internals sit at the end, named after it.
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+import redis_fixtures
 from investo.log import (
     Log,
     LogClosedError,
@@ -45,39 +44,15 @@ class Backend:
 
 # The Redis that sessions and CI start before the tests (no persistence: the suite's
 # "durable" means "survives close and reopen", which the same server gives).
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 0
-
-
-@functools.cache
-def _redis_unreachable() -> str | None:
-    """Why the test Redis cannot be used, or None if it answers PING."""
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        client.close()
-    return None
+REDIS_HOST, REDIS_PORT, REDIS_DB = redis_fixtures.HOST, redis_fixtures.PORT, redis_fixtures.DB
 
 
 def _redis_backend(tmp: Path) -> Backend:
-    reason = _redis_unreachable()
-    if reason is not None:
-        message = f"no Redis at {REDIS_HOST}:{REDIS_PORT} for the redis log backend ({reason})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI must start one before the tests")
-        pytest.skip(f"{message}; start redis-server to run these tests")
+    redis_fixtures.require_redis()
     prefix = f"investo-test-{uuid.uuid4().hex}"
 
     def delete_keys() -> None:
-        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}:*"))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        redis_fixtures.delete_namespace(prefix)
 
     url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}?prefix={prefix}"
     return Backend("redis", url, durable=True, cleanup=delete_keys)

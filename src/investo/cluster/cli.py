@@ -118,7 +118,9 @@ def engine(
         server_url, namespace = topo.split_url(redis)
         client = aioredis.Redis.from_url(server_url)
         try:
-            topology = await topo.load(client, namespace)
+            topology = await topo.load_when_reachable(
+                client, namespace, lambda exc: typer.echo(f"waiting for Redis: {exc}", err=True)
+            )
         finally:
             await client.aclose()
         shard_engine = ShardEngine(server_url, topology, checked, shard, snapshot_every=snapshot_every)
@@ -152,7 +154,10 @@ def dbwriter(
     lease_ms: Annotated[int, typer.Option(help="A dead writer's streams are taken over after this.")] = 10000,
 ) -> None:
     """Write every shard's output stream into SQL until SIGTERM; run several for fail-over."""
+    from sqlalchemy.engine import make_url
+
     from investo.cluster.dbwriter import DbWriter
+    from investo.log.redis import redacted
 
     async def run() -> None:
         writer = DbWriter(redis, database, lease_ms=lease_ms)
@@ -160,7 +165,8 @@ def dbwriter(
         _stop_on_signals(stop)
         try:
             await writer.start()
-            typer.echo(f"db writer {writer.writer_id}: {redis} -> {database}")
+            where = make_url(database).render_as_string(hide_password=True)
+            typer.echo(f"db writer {writer.writer_id}: {redacted(redis)} -> {where}")
             await writer.run(stop)
         finally:
             await writer.close()

@@ -4,7 +4,8 @@ For each output stream (``<ns>:<role>:<shard>:out``) one writer at a time holds 
 lease (``…:out:dbwriter-lease``, renewed every third of its life). The holder reads
 the stream with the consumer group ``dbwriter`` (``XREADGROUP``), writes what it read
 with a :class:`~investo.store.writer.HistoryWriter` named after the stream (one
-transaction per batch), and acknowledges (``XACK``) only after the commit. A writer
+transaction per batch, written while the next batch is read), and acknowledges
+(``XACK``) an entry only once its rows are committed. A writer
 that takes over a stream (its previous holder died) first claims the pending entries
 the dead one read but never acknowledged (``XAUTOCLAIM``), then goes on with new ones.
 
@@ -35,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -106,6 +108,8 @@ class StreamWriter:
         self.batch = batch
         self.retain = retain
         self.key = out.stream_key
+        self._unacknowledged: deque[tuple[int, list[Any]]] = deque()  # (SQL offset, entry ids) in read order
+        self._acks = 0
 
     @property
     def written(self) -> int:
@@ -125,8 +129,10 @@ class StreamWriter:
                 )
                 for _, rows in cast(list[tuple[bytes, list[Any]]], found):
                     await self._write(rows)
+                await self._acknowledge_committed()
         finally:
             await self.history.stop()
+        await self._acknowledge_committed()  # what the final flush committed
 
     async def _claim_pending(self) -> None:
         """Take over what a dead writer read but never acknowledged."""
@@ -153,12 +159,24 @@ class StreamWriter:
             offset = int(entry_id.split(b"-", 1)[0])
             entries.append(_Entry(offset * topo.STREAMS_PER_OFFSET + self.stream_number, events))
         if entries:
-            self.history.on_applied(entries)
-            await self.history.wait_for(entries[-1].offset)
-        if ids:
-            await self.client.xack(self.key, GROUP, *ids)
+            self.history.on_applied(entries)  # written by its own task while we read on
+        self._unacknowledged.append((entries[-1].offset if entries else 0, ids))
+        if self.history.backlog > 4 * self.batch:  # the database is behind: stop reading a while
+            await self.history.wait_for(self._unacknowledged[0][0])
+        await self._acknowledge_committed()
+
+    async def _acknowledge_committed(self) -> None:
+        """XACK every entry read so far whose rows are committed; now and then trim the stream."""
+        durable = self.history.durable_offset
+        ids: list[Any] = []
+        while self._unacknowledged and self._unacknowledged[0][0] <= durable:
+            ids += self._unacknowledged.popleft()[1]
+        if not ids:
+            return
+        await self.client.xack(self.key, GROUP, *ids)
+        self._acks += 1
         watermark = self.written
-        if watermark - self.retain > await self.out.first_offset() + self.batch:
+        if self._acks % 16 == 0 and watermark - self.retain > await self.out.first_offset() + self.batch:
             await self.out.trim(watermark - self.retain + 1)
 
 
@@ -187,7 +205,10 @@ class DbWriter:
         self.writers: dict[str, tuple[StreamWriter, asyncio.Event, asyncio.Task[None]]] = {}
 
     async def start(self) -> None:
-        self.topology = await topo.load(self.client, self.namespace)
+        """Load the shard map (waiting for Redis if it is not up yet) and migrate the database."""
+        self.topology = await topo.load_when_reachable(
+            self.client, self.namespace, lambda exc: log.warning("waiting for Redis: %s", exc)
+        )
         await asyncio.to_thread(upgrade, self.database_url)
         self.db = make_engine(self.database_url)
 

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -122,7 +124,8 @@ class ShardEngine:
         self.shard = make_shard(topology, role, shard)
         self.server_url = server_url
         self.input = RedisLog(log_url(server_url, topology.input_prefix(role, shard)))
-        self.client: aioredis.Redis = aioredis.Redis.from_url(server_url)
+        # No retries inside redis-py: a publish is retried here, where a retry is known to be one.
+        self.client: aioredis.Redis = aioredis.Redis.from_url(server_url, retry=Retry(NoBackoff(), 0))
         self._publish = self.client.register_script(_PUBLISH)
         self._done_key = topology.done_key(role, shard)
         self._targets: dict[tuple[Role, int], RedisLog] = {}
@@ -214,6 +217,7 @@ class ShardEngine:
         for target, batch in payloads.items():
             keys += [target.stream_key, target.next_key]
             args += [len(batch), *batch]
+        retried = False
         while True:
             try:
                 await self._publish(keys=keys, args=args)
@@ -221,13 +225,14 @@ class ShardEngine:
             except ResponseError as exc:
                 if not str(exc).startswith("FENCED"):
                     raise
-                if await self._published_up_to() == new:
-                    return  # an earlier attempt whose answer was lost went through
+                if retried and await self._published_up_to() == new:
+                    return  # our earlier attempt went through; only its answer was lost
                 raise Fenced(f"{self!r}: {exc}") from exc
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning(
                     "%r: publishing offsets %d-%d failed (%s); retrying", self, expected + 1, new, exc
                 )
+                retried = True
                 await asyncio.sleep(RETRY_S)
 
     async def _published_up_to(self) -> int:

@@ -21,13 +21,16 @@ from 0; a stored document always parses (it is checked before it is written).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from investo.log.redis import parse_redis_url
 from investo.markets import MarketSpec, parse_config
@@ -184,6 +187,19 @@ async def load(client: aioredis.Redis, namespace: str) -> Topology:
             f"no cluster configuration under {config_key(namespace)!r}: run `investo cluster init` first"
         )
     return Topology.decode(namespace, data)
+
+
+async def load_when_reachable(
+    client: aioredis.Redis, namespace: str, on_wait: Callable[[Exception], None] | None = None
+) -> Topology:
+    """:func:`load`, waiting (every second) while Redis cannot be reached: a process may start first."""
+    while True:
+        try:
+            return await load(client, namespace)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if on_wait is not None:
+                on_wait(exc)
+            await asyncio.sleep(1.0)
 
 
 async def store(client: aioredis.Redis, topology: Topology) -> Topology:

@@ -159,7 +159,7 @@ class RedisLog(Log):
     def __init__(self, url: str, *, keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS) -> None:
         super().__init__(keep_snapshots=keep_snapshots)
         server_url, self.prefix = parse_redis_url(url)
-        self._server = _redacted(server_url)
+        self._server = redacted(server_url)
         self._client: aioredis.Redis = aioredis.Redis.from_url(
             server_url,
             retry=Retry(NoBackoff(), 0),
@@ -285,7 +285,8 @@ def parse_redis_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), prefix
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for logs and messages)."""
     parts = urlsplit(url)
     if parts.password is None:
         return url

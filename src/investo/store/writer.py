@@ -61,6 +61,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final, Protocol, cast
 
 from sqlalchemy import Dialect, Table, Update, bindparam, case, insert, select, update
@@ -464,23 +465,45 @@ class _Bulk:
 
     On SQLite the compiled SQL runs through the driver with plain tuples (SQLAlchemy's
     per-row parameter processing would cost about as much as SQLite's own work; every
-    value here is an int, a str or None, which sqlite3 takes as is). Elsewhere the
-    statement runs the ordinary way, with each column type's bind processing.
+    value here is an int, a str or None, which sqlite3 takes as is). On Postgres a plain
+    insert (``copy=True``) is sent as one binary ``COPY`` through asyncpg, in the same
+    transaction, several times faster than an executemany. Elsewhere the statement runs
+    the ordinary way, with each column type's bind processing.
     """
 
-    def __init__(self, statement: Insert | Update, dialect: Dialect) -> None:
+    def __init__(self, statement: Insert | Update, dialect: Dialect, *, copy: bool = False) -> None:
         self.statement = statement
         compiled = statement.compile(dialect=dialect)
         positions = compiled.positiontup
         self.fast = dialect.name == "sqlite" and bool(positions)
         self.sql = compiled.string
         self.row = operator.itemgetter(*positions) if positions and len(positions) > 1 else None
+        self.copy_table: Table | None = None
+        if copy and dialect.name == "postgresql" and isinstance(statement.table, Table):
+            self.copy_table = statement.table
 
     async def run(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        if self.fast and self.row is not None:
+        if self.copy_table is not None:
+            await self._copy(conn, self.copy_table, rows)
+        elif self.fast and self.row is not None:
             await conn.exec_driver_sql(self.sql, list(map(self.row, rows)))
         else:
             await conn.execute(self.statement, rows)
+
+    @staticmethod
+    async def _copy(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+        columns = list(rows[0])
+        exact = {name for name in columns if isinstance(table.c[name].type, Amount)}
+        records = [
+            tuple(
+                Decimal(row[name]) if name in exact and row[name] is not None else row[name]
+                for name in columns
+            )
+            for row in rows
+        ]
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.copy_records_to_table(table.name, records=records, columns=columns)
 
 
 def _order_update_stmt() -> Update:
@@ -528,11 +551,11 @@ class HistoryWriter:
         self._waiter_seq = itertools.count()
         dialect = engine.dialect
         self._bulk = {
-            "orders": _Bulk(insert(_orders), dialect),
+            "orders": _Bulk(insert(_orders), dialect, copy=True),
             "order_changes": _Bulk(_order_update_stmt(), dialect),
-            "order_updates": _Bulk(insert(_order_updates), dialect),
-            "trades": _Bulk(insert(_trades), dialect),
-            "ledger": _Bulk(insert(_ledger), dialect),
+            "order_updates": _Bulk(insert(_order_updates), dialect, copy=True),
+            "trades": _Bulk(insert(_trades), dialect, copy=True),
+            "ledger": _Bulk(insert(_ledger), dialect, copy=True),
             "candles": _Bulk(_candle_upsert(dialect.name), dialect),
         }
 
