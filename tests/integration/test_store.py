@@ -594,6 +594,43 @@ async def test_a_restart_in_the_middle_continues_where_it_stopped(
         await reference.dispose()
 
 
+async def test_one_transaction_per_command_gives_the_same_orders_as_one_for_all(
+    engine: AsyncEngine, script: Script
+) -> None:
+    """Orders touched again in later transactions (the writer's cache of open orders, or SQL) end
+    exactly as when everything is written at once."""
+    applied = script.session.applied
+    writer = HistoryWriter(engine, load_markets(None), cache_orders=3)  # a small cache: some from SQL
+    await writer.load_progress()
+    writer.start()
+    for item in applied:
+        writer.on_applied([item])
+        await writer.wait_for(item.offset)
+    await writer.stop()
+    assert writer.stats.transactions == len(applied)
+    reference = make_engine("sqlite://")
+    try:
+        await upgrade_async(reference)
+        await write_all(reference, applied, size=len(applied))
+        columns = (
+            Order.order_id,
+            Order.status,
+            Order.executed_qty_lots,
+            Order.cum_quote_qty,
+            Order.update_time_ms,
+        )
+
+        async def orders(db: AsyncEngine) -> list[tuple[object, ...]]:
+            async with db.connect() as conn:
+                return [
+                    tuple(r) for r in (await conn.execute(select(*columns).order_by(Order.order_id))).all()
+                ]
+
+        assert await orders(engine) == await orders(reference)
+    finally:
+        await reference.dispose()
+
+
 async def test_two_writers_with_one_name_never_duplicate(engine: AsyncEngine, script: Script) -> None:
     applied = script.session.applied
     first, second = (HistoryWriter(engine, load_markets(None), retry_seconds=0.01) for _ in range(2))

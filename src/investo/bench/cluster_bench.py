@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 
 from investo.bench.flow import FlowLine
 from investo.cluster import topology as topo
-from investo.cluster.records import ENCODER, REPLY_DECODER, Envelope
+from investo.cluster.records import ENCODER, REPLIES_DECODER, Envelope
 from investo.core.messages import (
     CancelOrder,
     Command,
@@ -237,12 +237,12 @@ class Driver:
                 if message is None:
                     continue
                 now = time.perf_counter()
-                reply = REPLY_DECODER.decode(message["data"])
-                scheduled = self.sent_at.pop(reply.corr, None)
-                if scheduled is not None:
-                    self.latencies_ms.append((now - scheduled) * 1000)
-                    self.answered += 1
-                    self.last_answer = now
+                for reply in REPLIES_DECODER.decode(message["data"]):
+                    scheduled = self.sent_at.pop(reply.corr, None)
+                    if scheduled is not None:
+                        self.latencies_ms.append((now - scheduled) * 1000)
+                        self.answered += 1
+                        self.last_answer = now
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 

@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from investo.cluster import topology as topo
-from investo.cluster.records import ENCODER, REPLY_DECODER, Envelope
+from investo.cluster.records import ENCODER, REPLIES_DECODER, Envelope
 from investo.cluster.topology import Role, Topology
 from investo.core.exchange import unknown_market_cancel
 from investo.core.messages import CancelAll, CancelOrder, Command, Deposit, Event, PlaceOrder, Withdraw
@@ -155,10 +155,10 @@ class ClusterClient:
                     self.topology = await topo.load(self._client, self.namespace)
                     log.info("shard map reloaded: version %d", self.topology.version)
                     continue
-                reply = REPLY_DECODER.decode(message["data"])
-                future = self._waiting.get(reply.corr)
-                if future is not None and not future.done():
-                    future.set_result(reply.events)
+                for reply in REPLIES_DECODER.decode(message["data"]):
+                    future = self._waiting.get(reply.corr)
+                    if future is not None and not future.done():
+                        future.set_result(reply.events)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bad message or a lost connection must not stop the listener

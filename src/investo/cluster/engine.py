@@ -23,7 +23,7 @@ Invariants
   is trimmed only behind a snapshot that remains.
 
 Costs: per batch, one read and one script call (one round trip each) plus a
-pipelined PUBLISH per reply; stepping is the engines' cost; a snapshot serialises
+pipelined PUBLISH per gateway answered; stepping is the engines' cost; a snapshot serialises
 the shard every ``snapshot_every`` entries.
 """
 
@@ -43,7 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Output
+from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Output, Reply
 from investo.cluster.shards import AccountsShard, MatchingShard, Shard, Step
 from investo.cluster.topology import Role, Topology, log_url
 from investo.log.base import LogError
@@ -244,18 +244,22 @@ class ShardEngine:
                 await asyncio.sleep(RETRY_S)
 
     async def _reply(self, steps: list[tuple[int, Step]]) -> None:
-        answers = [(s.reply_to, s.reply) for _, s in steps if s.reply is not None]
-        if not answers:
+        """One PUBLISH per gateway: the batch's answers for it, as a list."""
+        by_channel: dict[str, list[Reply]] = {}
+        for _, step in steps:
+            if step.reply is not None:
+                by_channel.setdefault(step.reply_to, []).append(step.reply)
+        if not by_channel:
             return
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for channel, reply in answers:
-                    pipe.publish(channel, ENCODER.encode(reply))
+                for channel, replies in by_channel.items():
+                    pipe.publish(channel, ENCODER.encode(replies))
                 await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:  # the gateways time out: "status unknown"
-            log.warning("%r: %d answers lost (%s)", self, len(answers), exc)
+            log.warning("%r: answers to %d gateways lost (%s)", self, len(by_channel), exc)
             return
-        self.stats.replies += len(answers)
+        self.stats.replies += sum(map(len, by_channel.values()))
 
     def _target_log(self, role: Role, shard: int, *, output: bool = False) -> RedisLog:
         key = (role, shard) if not output else (role, -1 - shard)

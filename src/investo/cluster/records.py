@@ -12,7 +12,8 @@ Every engine shard reads one input log (a :class:`~investo.log.redis.RedisLog`) 
 An envelope names who waits for the answer (``reply``: a gateway's reply channel,
 ``corr``: the request's number on it); the answer is one :class:`Reply`. A forwarded
 record keeps the envelope's ``reply`` and ``corr``, so the shard that finishes a
-command answers the gateway that sent it.
+command answers the gateway that sent it. A shard sends one message per gateway per
+batch: a list of replies.
 
 Invariants: the encodings are canonical msgpack (same value, same bytes) and every
 record type is tagged, so any entry decodes to exactly one type. Costs: one msgpack
@@ -69,4 +70,5 @@ class Reply(msgspec.Struct, frozen=True, gc=False, array_like=True):
 ENCODER = msgspec.msgpack.Encoder()
 ENVELOPE_DECODER = msgspec.msgpack.Decoder(Envelope)
 OUTPUT_DECODER = msgspec.msgpack.Decoder(Output)
-REPLY_DECODER = msgspec.msgpack.Decoder(Reply)
+REPLIES_DECODER = msgspec.msgpack.Decoder(list[Reply])
+"""One message on a reply channel: every answer one engine batch has for that gateway."""

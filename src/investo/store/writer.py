@@ -39,9 +39,12 @@ Costs
 -----
 * ``on_applied``: O(len(batch)) to queue; nothing else on the host's path.
 * One write per wake-up, of up to ``max_commands`` queued commands: one SELECT of the
-  orders it touches that earlier writes created (chunked by 500 ids), then in one
+  orders it touches that earlier writes created and that are not in its cache of
+  open orders (the committed state of up to ``cache_orders`` orders it wrote last,
+  dropped whenever the watermark is reloaded), chunked by 500 ids; then in one
   transaction one executemany per table (orders inserted, orders updated, order
-  updates, trades, ledger, candle upserts) and one watermark update. Orders and
+  updates, trades, ledger, candle upserts; on Postgres the inserts as COPY) and one
+  watermark update. Orders and
   candles are aggregated in memory first: one row write per touched order and per
   touched candle per transaction, whatever the number of events.
 * Building the rows runs on the event loop: about a microsecond per row.
@@ -58,10 +61,9 @@ import itertools
 import logging
 import operator
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Final, Protocol, cast
 
 from sqlalchemy import Dialect, Table, Update, bindparam, case, insert, select, update
@@ -152,6 +154,9 @@ class WriterStats:
     rows: int = 0
     seconds: float = 0.0  # time spent in writes, building rows included
     failures: int = 0
+
+
+_FINISHED: Final = frozenset({"FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTED"})
 
 
 class _OrderState:
@@ -492,15 +497,10 @@ class _Bulk:
 
     @staticmethod
     async def _copy(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Rows as one binary COPY (asyncpg encodes ints exactly, NUMERIC(38, 0) included)."""
         columns = list(rows[0])
-        exact = {name for name in columns if isinstance(table.c[name].type, Amount)}
-        records = [
-            tuple(
-                Decimal(row[name]) if name in exact and row[name] is not None else row[name]
-                for name in columns
-            )
-            for row in rows
-        ]
+        row = operator.itemgetter(*columns)
+        records = list(map(row, rows)) if len(columns) > 1 else [(r[columns[0]],) for r in rows]
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
         await driver.copy_records_to_table(table.name, records=records, columns=columns)
@@ -532,6 +532,7 @@ class HistoryWriter:
         max_commands: int = 5_000,
         retry_seconds: float = 0.2,
         max_retry_seconds: float = 5.0,
+        cache_orders: int = 200_000,
     ) -> None:
         self.engine = engine
         self.name = name
@@ -547,6 +548,10 @@ class HistoryWriter:
         self._stopping = False
         self._loaded = False
         self._durable = 0
+        # Committed states of open orders this writer wrote last, so a fill or cancel of a
+        # resting order needs no SELECT; cleared whenever the watermark is reloaded.
+        self._open_orders: OrderedDict[int, _OrderState] = OrderedDict()
+        self._cache_orders = cache_orders
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by offset
         self._waiter_seq = itertools.count()
         dialect = engine.dialect
@@ -590,6 +595,7 @@ class HistoryWriter:
                         await conn.execute(insert(_progress).values(name=self.name, log_offset=0))
                 found = await conn.scalar(select(_progress.c.log_offset).where(_progress.c.name == self.name))
         self._durable = int(found or 0)
+        self._open_orders.clear()  # another writer may have changed them meanwhile
         self._loaded = True
         while self._pending and self._pending[0].offset <= self._durable:
             self._pending.popleft()
@@ -682,7 +688,7 @@ class HistoryWriter:
         if not fresh:
             return
         async with self.engine.connect() as conn:
-            existing = await self._load_orders(conn, _referenced_orders(fresh))
+            existing = await self._existing_orders(conn, _referenced_orders(fresh))
             rows = _Rows(self._markets, self._fee_account, existing)
             for applied in fresh:
                 rows.add(applied)
@@ -694,6 +700,7 @@ class HistoryWriter:
                 )  # fmt: skip
             count = await self._store(conn, rows, last)
             await conn.commit()
+        self._remember_open(rows.orders.values())
         self._durable = last
         self._resolve_waiters()
         stats = self.stats
@@ -701,6 +708,31 @@ class HistoryWriter:
         stats.transactions += 1
         stats.rows += count
         stats.seconds += time.perf_counter() - began
+
+    async def _existing_orders(self, conn: AsyncConnection, order_ids: set[int]) -> dict[int, _OrderState]:
+        """The committed state of these orders: copies from the cache of open orders, the rest from SQL."""
+        cache = self._open_orders
+        states: dict[int, _OrderState] = {}
+        for order_id in order_ids & cache.keys():
+            c = cache[order_id]
+            states[order_id] = _OrderState(
+                order_id, c.status, c.executed, c.cum_quote, c.update_time, new=False
+            )
+        states.update(await self._load_orders(conn, order_ids - states.keys()))
+        return states
+
+    def _remember_open(self, states: Iterable[_OrderState]) -> None:
+        """After a commit: keep the still-open orders' states (bounded), forget finished ones."""
+        cache = self._open_orders
+        for state in states:
+            if state.status in _FINISHED:
+                cache.pop(state.order_id, None)
+            else:
+                state.new = False
+                cache[state.order_id] = state
+                cache.move_to_end(state.order_id)
+        while len(cache) > self._cache_orders:
+            cache.popitem(last=False)
 
     async def _load_orders(self, conn: AsyncConnection, order_ids: set[int]) -> dict[int, _OrderState]:
         states: dict[int, _OrderState] = {}
