@@ -49,7 +49,7 @@ DEMO_INR = Decimal("1000000")  # a day's demo funds (investo.node.default_demo_l
 DEMO_SHARES = Decimal("10000")
 MAKER_BPS, TAKER_BPS = 10, 20
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-BUSY_SECONDS = float(os.environ.get("INVESTO_BUSY_SECONDS", "20"))  # how long "busy market" tests run
+BUSY_SECONDS = float(os.environ.get("INVESTO_BUSY_SECONDS", "60"))  # a busy minute of bot traffic
 
 
 def _die_with_parent() -> None:

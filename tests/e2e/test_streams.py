@@ -7,7 +7,7 @@
 * every market stream delivers, and the control messages answer as Binance's;
 * the user stream: two users each see only their own ``executionReport``\\ s and balances.
 
-How long the busy part runs: ``INVESTO_BUSY_SECONDS`` (default 20). The server with bots is
+How long the busy part runs: ``INVESTO_BUSY_SECONDS`` (default 60: a busy minute). The server with bots is
 shared by the session (``busy`` in conftest.py).
 """
 

@@ -248,6 +248,16 @@ class Rig:
         for process in [*self.engines.values(), *self.writers]:
             process.start()
         await self.wait_engines_up()
+        await self.wait_writers_up()
+
+    async def wait_writers_up(self, timeout_s: float = 60.0) -> None:
+        """Until every DB writer has said it runs (it prints that once its database is migrated)."""
+        deadline = time.monotonic() + timeout_s
+        for writer in self.writers:
+            while "db writer " not in writer.output():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{writer.name} did not start\n{self.logs()}")
+                await asyncio.sleep(0.05)
 
     async def wait_engines_up(self, since_ms: int = 0, timeout_s: float = 60.0) -> None:
         """Until every engine has recorded its status (after its recovery) since ``since_ms``."""

@@ -31,6 +31,7 @@ from decimal import Decimal
 import aiohttp
 import httpx
 
+from investo.bench.stats import percentile
 from investo.client import InvestoClient
 from investo.security.signing import API_KEY_HEADER, generate_key_pair, sign_params
 
@@ -51,10 +52,7 @@ class RateResult:
         return self.ok / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+        return percentile(self.latencies_ms, p)
 
     def line(self) -> str:
         return (

@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from investo.bench.flow import FlowLine
+from investo.bench.stats import percentile
 from investo.cluster import topology as topo
 from investo.cluster.records import ENCODER, REPLIES_DECODER, Envelope
 from investo.core.messages import (
@@ -76,10 +77,7 @@ class RateResult:
     latencies_ms: list[float] = field(default_factory=list)
 
     def percentile(self, p: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+        return percentile(self.latencies_ms, p)
 
     def line(self) -> str:
         return (

@@ -37,6 +37,7 @@ import orjson
 import websockets
 
 from investo.bench import api_bench
+from investo.bench.stats import percentile
 
 CONNECT_BATCH = 100
 
@@ -60,10 +61,7 @@ class WsResult:
     single_seconds: float
 
     def percentile(self, p: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+        return percentile(self.latencies_ms, p)
 
     def lines(self) -> list[str]:
         rate = self.messages / self.seconds if self.seconds else 0.0

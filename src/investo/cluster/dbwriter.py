@@ -43,6 +43,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from investo.cluster import topology as topo
@@ -205,11 +206,17 @@ class DbWriter:
         self.writers: dict[str, tuple[StreamWriter, asyncio.Event, asyncio.Task[None]]] = {}
 
     async def start(self) -> None:
-        """Load the shard map (waiting for Redis if it is not up yet) and migrate the database."""
+        """Load the shard map and migrate the database, waiting for Redis and the database to be up."""
         self.topology = await topo.load_when_reachable(
             self.client, self.namespace, lambda exc: log.warning("waiting for Redis: %s", exc)
         )
-        await asyncio.to_thread(upgrade, self.database_url)
+        while True:  # the database may be starting too
+            try:
+                await asyncio.to_thread(upgrade, self.database_url)
+                break
+            except (OSError, OperationalError, InterfaceError) as exc:
+                log.warning("waiting for the database: %s", str(exc).splitlines()[0])
+                await asyncio.sleep(1.0)
         self.db = make_engine(self.database_url)
 
     async def run(self, stop: asyncio.Event) -> None:
