@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,6 +21,7 @@ from investo.cluster import topology as topo
 from investo.cluster.client import ClusterClient
 from investo.cluster.engine import Fenced, ShardEngine
 from investo.cluster.local import LocalCluster
+from investo.cluster.replica import ShardReplica
 from investo.cluster.shards import AccountsShard, MatchingShard
 from investo.core.exchange import Exchange
 from investo.core.messages import (
@@ -180,6 +182,68 @@ async def test_value_is_conserved_under_concurrent_load_and_a_rebuilt_shard_has_
             assert rebuilt.shard.state_hash() == engine.shard.state_hash(), (role, shard)
         finally:
             await rebuilt.close()
+
+
+async def test_replicas_follow_the_engines_to_the_same_state_and_see_the_published_events(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    url, topology = cluster
+    server_url = topo.split_url(url)[0]
+    engines = LocalCluster(server_url, topology, snapshot_every=150)
+    await engines.start()
+    client = ClusterClient(url)
+    await client.start()
+    for command in _funding():
+        await client.submit(command)  # before the replicas start: they begin from a snapshot or the log
+    seen: dict[tuple[str, int], list[tuple[int, list[object]]]] = {}
+    replicas = {
+        key: ShardReplica(
+            server_url,
+            topology,
+            *key,
+            on_step=lambda offset, step, key=key: seen.setdefault(key, []).append(
+                (offset, list(step.output))
+            ),
+        )
+        for key in topology.every_output()
+    }
+    stop = asyncio.Event()
+    for replica in replicas.values():
+        await replica.start()
+    following = [asyncio.create_task(r.follow(stop)) for r in replicas.values()]
+    try:
+        commands = _random_commands(random.Random(3), 400)
+        for start in range(0, len(commands), 25):
+            await asyncio.gather(*(client.submit(c) for c in commands[start : start + 25]))
+        await engines.drained()
+        for _ in range(200):
+            if all(r.applied == engines.engines[k].applied for k, r in replicas.items()):
+                break
+            await asyncio.sleep(0.02)
+        published = {key: await _published(engine) for key, engine in engines.engines.items()}
+    finally:
+        stop.set()
+        await asyncio.gather(*following)
+        await client.close()
+        await engines.stop()
+    for key, replica in replicas.items():
+        engine = engines.engines[key]
+        assert replica.applied == engine.applied, key
+        assert replica.state_hash() == engine.shard.state_hash(), key
+        # what the replica saw stepping equals what the engine published, entry for entry
+        observed = {offset: events for offset, events in seen.get(key, []) if events}
+        assert observed, key
+        assert {k: v for k, v in published[key].items() if k in observed} == observed, key
+    for replica in replicas.values():
+        await replica.close()
+
+
+async def _published(engine: ShardEngine) -> dict[int, list[Any]]:
+    """Input offset -> the events the engine published for it."""
+    from investo.cluster.records import OUTPUT_DECODER
+
+    outputs = [OUTPUT_DECODER.decode(payload) for _, payload in await engine.output.read(0, 100_000)]
+    return {o.input_offset: list(o.events) for o in outputs}
 
 
 async def test_a_second_engine_for_the_same_shard_is_fenced(cluster: tuple[str, topo.Topology]) -> None:

@@ -8,6 +8,8 @@
   one input record in, its events, forwards and reply out.
 * :mod:`investo.cluster.engine` — a shard engine process: snapshot + replay, then
   read, step, publish atomically, reply.
+* :mod:`investo.cluster.replica` — a read-only copy of a shard that follows its input
+  up to what the engine has published (books and balances for readers; a witness).
 * :mod:`investo.cluster.client` — what a gateway uses to submit a command and wait
   for its answer on its own reply channel.
 * :mod:`investo.cluster.dbwriter` — the output streams into SQL (Postgres), with a

@@ -162,7 +162,7 @@ class ShardEngine:
             if not entries:
                 raise RuntimeError(f"the input log ends before {self._done_key} = {published}")
             for offset, payload in entries:
-                _step(self.shard, offset, payload)
+                step_entry(self.shard, offset, payload)
                 self.applied = offset
             replayed += len(entries)
             if progress is not None:
@@ -191,7 +191,7 @@ class ShardEngine:
 
     async def process(self, entries: list[tuple[int, bytes]]) -> None:
         """Step, publish and answer one batch read from the input."""
-        steps = [(offset, _step(self.shard, offset, payload)) for offset, payload in entries]
+        steps = [(offset, step_entry(self.shard, offset, payload)) for offset, payload in entries]
         await self._publish_batch(self.applied, entries[-1][0], steps)
         self.applied = entries[-1][0]
         await self._reply(steps)
@@ -225,7 +225,7 @@ class ShardEngine:
             except ResponseError as exc:
                 if not str(exc).startswith("FENCED"):
                     raise
-                if retried and await self._published_up_to() == new:
+                if retried and await self.published_up_to() == new:
                     return  # our earlier attempt went through; only its answer was lost
                 raise Fenced(f"{self!r}: {exc}") from exc
             except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -235,7 +235,7 @@ class ShardEngine:
                 retried = True
                 await asyncio.sleep(RETRY_S)
 
-    async def _published_up_to(self) -> int:
+    async def published_up_to(self) -> int:
         """``done`` as Redis holds it, waiting out a lost connection."""
         while True:
             try:
@@ -305,7 +305,7 @@ class ShardEngine:
         await self.client.aclose()
 
 
-def _step(shard: Shard, offset: int, payload: bytes) -> Step:
+def step_entry(shard: Shard, offset: int, payload: bytes) -> Step:
     """Step one input entry; one that does not decode is skipped (the same way on every replay)."""
     try:
         envelope = ENVELOPE_DECODER.decode(payload)
