@@ -4,34 +4,19 @@
  * Pure functions: the state is never mutated.
  */
 
-import type { ExecutionReport } from "./account";
+import type { ExecutionReport, OpenOrder } from "./account";
 
-export interface PastOrder {
-  orderId: number;
-  symbol: string;
-  side: "BUY" | "SELL";
-  type: string;
-  price: string; // the limit price ("0.00000000" for a market order)
-  origQty: string;
-  executedQty: string;
+/** A finished order: an open order's fields (price "0.00000000" for a market order) and its end. */
+export interface PastOrder extends OpenOrder {
   quoteQty: string; // cumulative quote filled: executedQty × average price
   status: string; // FILLED, CANCELED, EXPIRED, EXPIRED_IN_MATCH, REJECTED
-  time: number; // created
-  updateTime: number; // finished
+  updateTime: number; // finished (time: created)
 }
 
 /** `GET /api/v3/allOrders`' rows (the fields used here). */
-export interface OrderRow {
-  orderId: number;
-  symbol: string;
-  side: "BUY" | "SELL";
-  type: string;
-  price: string;
-  origQty: string;
-  executedQty: string;
+export interface OrderRow extends OpenOrder {
   cummulativeQuoteQty: string;
   status: string;
-  time: number;
   updateTime: number;
 }
 
