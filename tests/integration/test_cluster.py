@@ -238,6 +238,40 @@ async def test_replicas_follow_the_engines_to_the_same_state_and_see_the_publish
         await replica.close()
 
 
+async def test_a_replica_left_behind_a_trim_reloads_the_snapshot_and_catches_up(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    url, topology = cluster
+    server_url = topo.split_url(url)[0]
+    engines = LocalCluster(server_url, topology, snapshot_every=40)
+    await engines.start()
+    client = ClusterClient(url)
+    await client.start()
+    replica = ShardReplica(server_url, topology, "accounts", 1)
+    await replica.start()  # at offset 0; the input it needs is then trimmed away
+    stop = asyncio.Event()
+    try:
+        for command in _funding() + _random_commands(random.Random(5), 300):
+            await client.submit(command)
+        await engines.drained()
+        engine = engines.engines[("accounts", 1)]
+        assert await engine.input.first_offset() > 1  # trimmed behind a snapshot
+        following = asyncio.create_task(replica.follow(stop))
+        for _ in range(200):
+            if replica.applied == engine.applied:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await following
+        assert replica.applied == engine.applied
+        assert replica.state_hash() == engine.shard.state_hash()
+    finally:
+        stop.set()
+        await client.close()
+        await engines.stop()
+        await replica.close()
+
+
 async def _published(engine: ShardEngine) -> dict[int, list[Any]]:
     """Input offset -> the events the engine published for it."""
     from investo.cluster.records import OUTPUT_DECODER

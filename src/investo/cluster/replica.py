@@ -9,7 +9,10 @@ also a second witness of the engine's state (same input, same state hash).
 Invariants: a replica never writes to Redis; it is never ahead of the engine's published
 state (``applied <= done``); after catching up its state hash is the engine's at that
 offset. ``on_step`` sees every stepped entry in input order with the events the engine
-published for it (the output entry's events), replays from the snapshot included.
+published for it (the output entry's events), replays from the snapshot included. A
+replica that falls behind the input's trim (the engine trims behind its snapshots)
+reloads the latest snapshot: ``on_step`` then misses the entries in between, and a
+reader must resync from the replica's state, as a WebSocket client does from a snapshot.
 
 Costs: the shard's stepping cost, plus one ``GET done`` and one read per batch; idle, one
 blocking read on the input log every ``block_ms``.
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from investo.cluster.engine import ShardEngine, step_entry
 from investo.cluster.shards import Shard, Step
 from investo.cluster.topology import Role, Topology
-from investo.log.base import LogError
+from investo.log.base import LogError, LogTrimmedError
 
 StepObserver = Callable[[int, Step], None]  # (input offset, what stepping it caused)
 
@@ -88,6 +91,8 @@ class ShardReplica:
                 if not await self.catch_up():
                     await engine.input.wait_for_entries(engine.applied, engine.block_ms)
                     await asyncio.sleep(0.005)  # entries not published yet: the engine is on them
+            except LogTrimmedError:  # fell behind a trim: start again from the latest snapshot
+                await self.start()
             except LogError:
                 await asyncio.sleep(0.2)
 
