@@ -12,7 +12,6 @@ command is in the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -29,6 +28,7 @@ from investo.api.limits import RateLimits
 from investo.host import ReplayProgress
 from investo.markets import MarketSpec, load_markets
 from investo.node import Node, NodeConfig
+from investo.tasks import cancel_and_wait
 
 
 @dataclass
@@ -131,10 +131,7 @@ def build_app(options: UpOptions) -> FastAPI:
         try:
             yield
         finally:
-            if bots is not None:
-                bots.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await bots
+            await cancel_and_wait(bots)
             await node.stop()
 
     app = create_app(node, limits)

@@ -78,6 +78,11 @@ export interface AccountState {
 export const MAX_FILLS = 20;
 
 const LIVE = new Set(["NEW", "PARTIALLY_FILLED"]);
+
+/** The order an `executionReport` describes, created at ``time``. */
+export function orderFromReport(r: ExecutionReport, time: number): OpenOrder {
+  return { orderId: r.i, symbol: r.s, side: r.S, type: r.o, price: r.p, origQty: r.q, executedQty: r.z, time };
+}
 const isZero = (s: string) => Number(s) === 0;
 
 function applyReport(state: AccountState, r: ExecutionReport): AccountState {
@@ -86,16 +91,7 @@ function applyReport(state: AccountState, r: ExecutionReport): AccountState {
     orders = orders.filter((o) => o.orderId !== r.i);
     if (LIVE.has(r.X)) {
       const prev = state.orders.find((o) => o.orderId === r.i);
-      const order: OpenOrder = {
-        orderId: r.i,
-        symbol: r.s,
-        side: r.S,
-        type: r.o,
-        price: r.p,
-        origQty: r.q,
-        executedQty: r.z,
-        time: prev?.time ?? r.O,
-      };
+      const order = orderFromReport(r, prev?.time ?? r.O);
       orders = [...orders, order].sort((a, b) => b.time - a.time || b.orderId - a.orderId);
     }
   }

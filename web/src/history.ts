@@ -4,6 +4,7 @@
  * Pure functions: the state is never mutated.
  */
 
+import { orderFromReport } from "./account";
 import type { ExecutionReport, OpenOrder } from "./account";
 
 /** A finished order: an open order's fields (price "0.00000000" for a market order) and its end. */
@@ -57,19 +58,7 @@ export function historyFromRows(symbol: string, rows: OrderRow[]): HistoryState 
 /** The history after one `executionReport`: an order that just finished goes on top. */
 export function applyToHistory(state: HistoryState, r: ExecutionReport): HistoryState {
   if (r.s !== state.symbol || !FINISHED.has(r.X)) return state;
-  const order: PastOrder = {
-    orderId: r.i,
-    symbol: r.s,
-    side: r.S,
-    type: r.o,
-    price: r.p,
-    origQty: r.q,
-    executedQty: r.z,
-    quoteQty: r.Z,
-    status: r.X,
-    time: r.O,
-    updateTime: r.T,
-  };
+  const order: PastOrder = { ...orderFromReport(r, r.O), quoteQty: r.Z, status: r.X, updateTime: r.T };
   const rest = state.orders.filter((o) => o.orderId !== r.i);
   return { ...state, orders: [order, ...rest].sort(newestFirst).slice(0, MAX_HISTORY) };
 }

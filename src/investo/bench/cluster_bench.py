@@ -46,6 +46,7 @@ from investo.core.messages import (
     TimeInForce,
 )
 from investo.log.redis import RedisLog
+from investo.tasks import cancel_and_wait
 
 USERS = 1_000
 FUNDS = 10**15
@@ -350,9 +351,7 @@ async def run_one(
                     break
                 await asyncio.sleep(0.1)
             done = time.perf_counter()
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await cancel_and_wait(listener)
     finally:
         await driver.close()
         keys = [key async for key in admin.scan_iter(match=f"{namespace}:*", count=1000)]

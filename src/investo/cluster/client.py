@@ -25,7 +25,6 @@ pub/sub message per answer; ``ts`` never decreases within one client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import secrets
@@ -44,6 +43,7 @@ from investo.core.messages import CancelAll, CancelOrder, Command, Deposit, Even
 from investo.host import Applied, HostStopped, StatusUnknown
 from investo.log.base import LogError
 from investo.log.redis import RedisLog
+from investo.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,7 @@ class ClusterClient:
         self._listener = asyncio.create_task(self._listen(self._pubsub), name=f"replies-{self.gateway_id}")
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        await cancel_and_wait(self._listener)
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(HostStopped("the gateway is stopping"))

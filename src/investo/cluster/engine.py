@@ -143,13 +143,17 @@ class ShardEngine:
 
     # ------------------------------------------------------------------ start-up
 
-    async def recover(self, progress: ReplayProgress | None = None, page: int = 5_000) -> int:
-        """Load the latest snapshot and replay the published part of the input; return entries replayed."""
+    async def load_snapshot(self) -> None:
+        """Restore the shard from its input log's latest snapshot, if there is one."""
         snapshot = await self.input.latest_snapshot()
         if snapshot is not None:
             self.applied, data = snapshot
             self.shard.restore(data)
             self._snapshots = [self.applied]
+
+    async def recover(self, progress: ReplayProgress | None = None, page: int = 5_000) -> int:
+        """Load the latest snapshot and replay the published part of the input; return entries replayed."""
+        await self.load_snapshot()
         published = int(await self.client.get(self._done_key) or 0)
         if published < self.applied:
             raise RuntimeError(

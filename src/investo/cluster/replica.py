@@ -60,11 +60,7 @@ class ShardReplica:
 
     async def start(self) -> None:
         """Load the snapshot; what follows it is stepped by :meth:`catch_up` / :meth:`follow`."""
-        engine = self._engine
-        snapshot = await engine.input.latest_snapshot()
-        if snapshot is not None:
-            engine.applied, data = snapshot
-            engine.shard.restore(data)
+        await self._engine.load_snapshot()
 
     async def catch_up(self) -> int:
         """Step everything the engine has published so far; return how many entries."""

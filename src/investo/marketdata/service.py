@@ -37,7 +37,6 @@ queues text for each client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
@@ -61,6 +60,7 @@ from investo.marketdata.hub import Hub
 from investo.markets import MarketSpec
 from investo.store import queries
 from investo.store.models import INTERVALS
+from investo.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +146,8 @@ class MarketData:
             self._task = asyncio.create_task(self._ticker(), name="market-data-tick")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _seed(self, db: AsyncEngine, m: _Market, now: int) -> None:
         symbol = m.spec.symbol

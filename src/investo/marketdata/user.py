@@ -42,7 +42,6 @@ Costs per batch: O(events); building JSON only for users with a live key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +69,7 @@ from investo.core.messages import (
 from investo.host import Applied
 from investo.marketdata.hub import Hub
 from investo.markets import MarketSpec
+from investo.tasks import cancel_and_wait
 
 LISTEN_KEY_TTL_MS: Final = 60 * 60 * 1000
 ZERO8: Final = "0.00000000"
@@ -225,11 +225,8 @@ class UserStreams:
         self._exchange = exchange
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _sweeper(self) -> None:
         while True:

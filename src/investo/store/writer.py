@@ -99,6 +99,7 @@ from investo.store.models import (
     Trade,
     WriterProgress,
 )
+from investo.tasks import cancel_and_wait
 
 __all__ = ["HistoryWriter", "WriterConflict", "WriterStats", "WriterStopped"]
 
@@ -618,9 +619,7 @@ class HistoryWriter:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
             except TimeoutError:
                 log.warning("history writer %s stopped with %d commands unwritten", self.name, self.backlog)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         for _, _, future in self._waiters:
             if not future.done():
                 future.set_exception(WriterStopped(f"history writer {self.name} stopped"))
