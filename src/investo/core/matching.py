@@ -133,14 +133,14 @@ class MatchingEngine:
         """Apply one record; return the events it caused, in order."""
         kind = type(record)
         if kind is OrderAccepted:
-            return self._place(record)  # type: ignore[arg-type]
+            return self.place(record)  # type: ignore[arg-type]
         if kind is CancelOrder:
-            return self._cancel(record)  # type: ignore[arg-type]
+            return self.cancel(record)  # type: ignore[arg-type]
         if kind is CancelAll:
-            return self._cancel_all(record)  # type: ignore[arg-type]
+            return self.cancel_all(record)  # type: ignore[arg-type]
         raise TypeError(f"not a matching record: {kind.__name__}")
 
-    def _place(self, rec: OrderAccepted) -> list[MatchingEvent]:
+    def place(self, rec: OrderAccepted) -> list[MatchingEvent]:
         events: list[MatchingEvent] = []
         if rec.client_order_id or rec.market != self._symbol or rec.order_id in self._orders:
             code = self._refusal(rec)
@@ -354,7 +354,7 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ cancels
 
-    def _cancel(self, rec: CancelOrder) -> list[MatchingEvent]:
+    def cancel(self, rec: CancelOrder) -> list[MatchingEvent]:
         order_id = rec.order_id
         if not order_id and rec.client_order_id:
             order_id = self._by_client.get(f"{rec.user}:{rec.client_order_id}", 0)
@@ -370,7 +370,7 @@ class MatchingEngine:
             return self._reject_cancel(rec, RejectCode.NOT_OWNER)
         return [self._remove_resting(order_id, entry, rec.ts, BY_USER)]
 
-    def _cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
+    def cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
         mine = sorted(oid for oid, entry in self._orders.items() if entry[1] == rec.user)
         if not mine:
             self.seq += 1
