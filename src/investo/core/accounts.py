@@ -63,8 +63,10 @@ Layout (what keeps the hot path cheap)
   each market keeps its two assets' maps and its units at hand, so settling a
   fill reaches every balance it moves with one dict lookup.
 * An open order is one dict entry, a tuple of plain values (see ``Entry``), which
-  the garbage collector stops tracking; a fill replaces it. No per-user index of
-  open orders is maintained.
+  the garbage collector stops tracking; a fill replaces it. What the order's
+  market, side and type make of it (``OrderKind``) is one tuple shared by all
+  such orders, so an entry holds only what differs per order. No per-user index
+  of open orders is maintained.
 * ``settle`` takes all the events one matching record caused and finds what
   settles each by its exact type in one table (``_SETTLERS``); only trades and
   finished orders do any work. Value settled in from other shards (``total``)

@@ -16,7 +16,7 @@ Ordering invariant
   ``OrderAccepted`` with the same pair is rejected, never executed.
 * Order ids are never reused (the accounts engine assigns each once); an
   ``OrderAccepted`` whose id is open is rejected. A cancelled order's id may still
-  sit in a queue (lazy cancel), so a reused id would inherit its stale place:
+  sit in its level's deque (lazy cancel), so a reused id would inherit its stale place:
   the engine relies on the accounts engine here rather than checking.
 * Only the owner cancels; cancelling an order that is not open is rejected.
 * Self-trade prevention follows the taker's mode (Binance's EXPIRE_TAKER,
