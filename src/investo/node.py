@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.signing import VerifyKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from investo.api.limits import RateLimits
@@ -31,7 +31,7 @@ from investo.log.base import Log
 from investo.marketdata import MarketData
 from investo.marketdata.user import ListenKeys, StreamSet, UserStreams
 from investo.markets import MarketSpec
-from investo.security.signing import ReplayGuard, RequestVerifier, load_public_key
+from investo.security.signing import ReplayGuard, RequestVerifier, load_public_key, verifying_key
 from investo.store import queries
 from investo.store.db import make_engine
 from investo.store.migrate import upgrade
@@ -74,7 +74,7 @@ class Node:
         self.database_url = config.database_url or f"sqlite:///{data_dir / 'history.db'}"
         self.log_url = config.log_url or f"sqlite:///{data_dir / 'log.db'}"
         self.demo_limits = dict(config.demo_limits) or default_demo_limits(self.markets)
-        self.keys: dict[str, tuple[int, Ed25519PublicKey]] = {}
+        self.keys: dict[str, tuple[int, VerifyKey]] = {}
         self.verifier = RequestVerifier(self._lookup_key, ReplayGuard())
         self.log: Log | None = None
         self.host: EngineHost | None = None
@@ -140,7 +140,7 @@ class Node:
 
     # ------------------------------------------------------------------ keys
 
-    def _lookup_key(self, key_id: str) -> Ed25519PublicKey | None:
+    def _lookup_key(self, key_id: str) -> VerifyKey | None:
         found = self.keys.get(key_id)
         return None if found is None else found[1]
 
@@ -150,10 +150,10 @@ class Node:
     async def _load_keys(self) -> None:
         assert self.db is not None
         for key_id, user_id, pem in await queries.active_keys(self.db):
-            self.keys[key_id] = (user_id, load_public_key(pem))
+            self.keys[key_id] = (user_id, verifying_key(load_public_key(pem)))
 
     def remember_key(self, key_id: str, user_id: int, pem: str) -> None:
-        self.keys[key_id] = (user_id, load_public_key(pem))
+        self.keys[key_id] = (user_id, verifying_key(load_public_key(pem)))
 
     def forget_key(self, key_id: str) -> None:
         self.keys.pop(key_id, None)

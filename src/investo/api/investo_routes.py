@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 
 from investo.api import errors, units
 from investo.api.params import Params, amount, parse_query
-from investo.api.signed import param_docs, read_body, verify
+from investo.api.signed import param_docs, raw_query, read_body, verify
 from investo.api.trading import submit
 from investo.core.messages import Deposit, Deposited
 from investo.node import Node
@@ -54,11 +54,11 @@ def router(node: Node) -> APIRouter:
     async def create_user(request: Request) -> Any:
         """Create an account for an Ed25519 public key; the request is signed by that key."""
         body = await read_body(request)
-        raw = Params({**parse_query(request.url.query), **parse_query(body)})
+        raw = Params({**parse_query(raw_query(request)), **parse_query(body)})
         name = _name(raw.text("name"))
         pem = _pem_of(raw.text("publicKey"))
         try:
-            verify_request(request.url.query, body, load_public_key(pem), node.clock_ms())
+            verify_request(raw_query(request), body, load_public_key(pem), node.clock_ms())
         except SigningError as error:
             raise errors.ApiError(error.code, error.msg) from None
         assert node.db is not None

@@ -41,9 +41,20 @@ async def read_body(request: Request) -> str:
         raise errors.illegal_chars("body", "ASCII, form-urlencoded") from None
 
 
+def raw_query(request: Request) -> str:
+    """The query string exactly as sent (what a signature covers); -1100 unless it is UTF-8.
+
+    (Read from the ASGI scope: ``request.url`` would build and parse a whole URL first.)
+    """
+    try:
+        return bytes(request.scope.get("query_string", b"")).decode()
+    except UnicodeDecodeError:
+        raise errors.illegal_chars("query string", "UTF-8, percent-encoded") from None
+
+
 async def unsigned_params(request: Request) -> Params:
     """Parameters of a public request (query string and form body)."""
-    values = parse_query(request.url.query)
+    values = parse_query(raw_query(request))
     if request.method != "GET":
         for name, value in parse_query(await read_body(request)).items():
             if name in values:
@@ -55,7 +66,7 @@ async def unsigned_params(request: Request) -> Params:
 async def verify(node: Node, request: Request) -> SignedCall:
     """Check the API key and signature of ``request``; return who sent what."""
     body = await read_body(request)
-    query = request.url.query
+    query = raw_query(request)
     if query.count("&") + body.count("&") > 2 * MAX_PARAMS:
         raise errors.too_many_params()
     key = request.headers.get(API_KEY_HEADER)

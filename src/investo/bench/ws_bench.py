@@ -30,7 +30,6 @@ import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import aiohttp
 import orjson
@@ -131,27 +130,14 @@ def _worker(args: tuple[str, int, list[str], float, float]) -> tuple[int, int, l
     return stats.connected, stats.messages, stats.latencies_ms
 
 
-async def _load(
-    url: str, rate: int, seconds: float, users: int, start_at: float
-) -> tuple[int, str, list[str]]:
-    """Wait until ``start_at``, then place orders at ``rate``/s for ``seconds``; (ok, symbol, all streams)."""
-    traders = await api_bench.make_traders(url, users)
-    try:
-        async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=30)) as http:
-            async with http.get("/api/v3/exchangeInfo") as response:
-                symbols = (await response.json())["symbols"]
-            info = symbols[0]
-            async with http.get("/api/v3/ticker/price", params={"symbol": info["symbol"]}) as response:
-                last = (await response.json())["price"]
-            price = api_bench._on_tick(last if Decimal(last) else "100", info["filters"][0]["tickSize"])
-            delay = start_at - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            result = await api_bench.run_rate(http, traders, info["symbol"], price, rate, seconds)
-    finally:
-        for trader in traders:
-            await trader.client.close()
-    return result.ok, info["symbol"], [s["symbol"] for s in symbols]
+async def _load(url: str, rate: int, seconds: float, users: int, start_at: float) -> int:
+    """Wait until ``start_at``, then place orders at ``rate``/s for ``seconds``; return how many were ok."""
+    async with api_bench.order_load(url, users) as load:
+        delay = start_at - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        result = await api_bench.run_rate(load, rate, seconds)
+    return result.ok
 
 
 async def _symbols(url: str) -> list[str]:
@@ -178,7 +164,7 @@ def bench(url: str, clients: int, rate: int, seconds: float, users: int, process
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(processes) as pool:
         pending = pool.map_async(_worker, [(ws_url, n, streams, start_at, end_at) for n in shares])
-        orders_ok, _, _ = asyncio.run(_load(url, rate, seconds, users, start_at))
+        orders_ok = asyncio.run(_load(url, rate, seconds, users, start_at))
         parts = pending.get(timeout=setup + seconds + 120)
     connected = sum(p[0] for p in parts)
     messages = sum(p[1] for p in parts)
