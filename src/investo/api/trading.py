@@ -62,8 +62,8 @@ async def submit(node: Node, command: Command) -> Applied:
 
 def _order_command(spec: MarketSpec, user: int, p: Params) -> tuple[PlaceOrder, int]:
     """The PlaceOrder a request asks for, and its quoteOrderQty in quote units (else 0)."""
-    side = formats.SIDES[p.choice("side", formats.SIDES, errors.invalid_side())]
-    type_name = p.choice("type", formats.ORDER_TYPES, errors.invalid_order_type())
+    side = formats.SIDES[p.choice("side", formats.SIDES, errors.invalid_side)]
+    type_name = p.choice("type", formats.ORDER_TYPES, errors.invalid_order_type)
     order_type = formats.ORDER_TYPES[type_name]
     core = spec.core
     price = qty = quote_qty = 0
@@ -88,7 +88,7 @@ def _order_command(spec: MarketSpec, user: int, p: Params) -> tuple[PlaceOrder, 
         if not core.min_price <= price <= core.max_price:
             raise errors.filter_failure("PRICE_FILTER")
         if order_type == OrderType.LIMIT:
-            tif = formats.TIFS[p.choice("timeInForce", formats.TIFS, errors.invalid_tif())]
+            tif = formats.TIFS[p.choice("timeInForce", formats.TIFS, errors.invalid_tif)]
         elif p.has("timeInForce"):
             raise errors.not_required("timeInForce")
     if not quote_qty:

@@ -57,7 +57,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from cryptography.hazmat.primitives import serialization
@@ -208,8 +208,7 @@ class HmacNotSupported(SigningError):
 # --- parsing ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Pair:
+class _Pair(NamedTuple):  # a tuple: cheap to make, a dozen per signed request
     raw: str  # the segment exactly as sent, e.g. "newClientOrderId=a%20b"
     name: str  # form-decoded
     value: str  # form-decoded
@@ -217,6 +216,8 @@ class _Pair:
 
 
 def _decode(text: str, *, plus_is_space: bool) -> str:
+    if "%" not in text and not (plus_is_space and "+" in text):
+        return text  # nothing to decode (the common case: a quick scan, no regex, no copy)
     if _BAD_PERCENT.search(text):
         raise IllegalParameter()
     if plus_is_space:
