@@ -98,8 +98,9 @@ class Node:
         await asyncio.to_thread(upgrade, self.database_url)
         self.db = make_engine(self.database_url)
         self.log = open_log(self.log_url)
-        # Small writes: each one's Python work runs on the event loop between requests.
-        self.writer = HistoryWriter(self.db, self.markets, max_commands=256)
+        # Small writes (each one's Python work runs on the event loop between requests), but
+        # not one per order under a trickle: a write lingers 10 ms for company unless a reader waits.
+        self.writer = HistoryWriter(self.db, self.markets, max_commands=256, linger_s=0.01)
         await self.writer.load_progress()
         self.writer.start()
         self.host = EngineHost(

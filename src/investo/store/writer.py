@@ -38,7 +38,8 @@ Rows per event (times are the command's ``ts``)
 Costs
 -----
 * ``on_applied``: O(len(batch)) to queue; nothing else on the host's path.
-* One write per wake-up, of up to ``max_commands`` queued commands: one SELECT of the
+* One write per wake-up (after lingering up to ``linger_s`` for more commands unless a
+  reader waits), of up to ``max_commands`` queued commands: one SELECT of the
   orders it touches that earlier writes created and that are not in its cache of
   open orders (the committed state of up to ``cache_orders`` orders it wrote last,
   dropped whenever the watermark is reloaded), chunked by 500 ids; then in one
@@ -531,6 +532,7 @@ class HistoryWriter:
         *,
         fee_account: int = 0,
         max_commands: int = 5_000,
+        linger_s: float = 0.0,
         retry_seconds: float = 0.2,
         max_retry_seconds: float = 5.0,
         cache_orders: int = 200_000,
@@ -541,10 +543,12 @@ class HistoryWriter:
         self._markets: dict[str, Market] = {symbol: spec.core for symbol, spec in markets.items()}
         self._fee_account = fee_account
         self._max_commands = max_commands
+        self._linger_s = linger_s
         self._retry_seconds = retry_seconds
         self._max_retry_seconds = max_retry_seconds
         self._pending: deque[AppliedEvents] = deque()
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()  # ends a linger: a reader waits, the queue is full, or stop
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._loaded = False
@@ -573,6 +577,8 @@ class HistoryWriter:
             return
         self._pending.extend(batch)
         self._wake.set()
+        if len(self._pending) >= self._max_commands:
+            self._urgent.set()
 
     @property
     def durable_offset(self) -> int:
@@ -615,6 +621,7 @@ class HistoryWriter:
         if task is not None:
             self._stopping = True
             self._wake.set()
+            self._urgent.set()
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
             except TimeoutError:
@@ -633,6 +640,7 @@ class HistoryWriter:
             raise WriterStopped(f"history writer {self.name} is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (offset, next(self._waiter_seq), future))
+        self._urgent.set()  # somebody reads: write now rather than linger
         await future
 
     async def flush(self) -> None:
@@ -659,6 +667,7 @@ class HistoryWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            await self._linger()
             items = [self._pending.popleft() for _ in range(min(self._max_commands, len(self._pending)))]
             try:
                 await self._write(items)
@@ -675,6 +684,21 @@ class HistoryWriter:
                     log.exception("history writer %s failed to write; retrying in %.1fs", self.name, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_retry_seconds)
+
+    async def _linger(self) -> None:
+        """Wait up to ``linger_s`` for more commands, unless somebody is waiting to read.
+
+        Each write costs a transaction whatever its size (on SQLite, several round trips to
+        the driver's thread and a sync), so under a trickle of orders one write per order
+        would cost more than the orders; lingering gathers them, and any reader (``wait_for``)
+        or a full queue cuts the wait short.
+        """
+        if not self._linger_s or self._stopping or self._waiters or len(self._pending) >= self._max_commands:
+            return
+        self._urgent.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._linger_s):
+                await self._urgent.wait()
 
     async def _write(self, items: Sequence[AppliedEvents]) -> None:
         began = time.perf_counter()
