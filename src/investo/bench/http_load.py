@@ -72,6 +72,7 @@ class _Connection(asyncio.Protocol):
         self._fail(HttpLoadError(f"connection closed: {exc}"))
 
     def _fail(self, error: Exception) -> None:
+        self.closed = True
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
