@@ -20,6 +20,7 @@ Cost: linear in the number of digits (at most 40 on input).
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal
 from functools import lru_cache
@@ -139,9 +140,27 @@ def _check_count(n: int, what: str) -> None:
 def format_steps(n: int, step: Decimal) -> str:
     """``n * step`` as a Binance-style string: 8 decimals, more if ``step`` needs more."""
     _check_count(n, "step count")
+    cacheable = isinstance(step, Decimal) and step.is_finite()
+    multiplier, scale, pattern = _step_format(step) if cacheable else _step_format_of(step)
+    return pattern % divmod(n * multiplier, scale)
+
+
+@functools.lru_cache(maxsize=1024)
+def _step_format(step: Decimal) -> tuple[int, int, str]:
+    """``(multiplier, scale, pattern)``: ``n * step`` is ``pattern % divmod(n * multiplier, scale)``.
+
+    Exact integers: ``n * step == n * multiplier / scale`` and ``scale`` is ``10**places``.
+    Cached: market data formats every price and quantity it publishes with the same few
+    steps (equal steps such as ``0.05`` and ``0.050`` give equal results).
+    """
+    return _step_format_of(step)
+
+
+def _step_format_of(step: Decimal) -> tuple[int, int, str]:
     step_mantissa, step_exponent = _check_step(step)
     places = max(BINANCE_DECIMALS, decimals_of(step))
-    return _fixed_point(n * step_mantissa, step_exponent, places)
+    pattern = f"%d.%0{places}d"  # places >= BINANCE_DECIMALS > 0
+    return step_mantissa * _pow10(places + step_exponent), _pow10(places), pattern
 
 
 def format_amount(units: int, decimals: int) -> str:
