@@ -51,7 +51,7 @@ class NodeConfig:
     snapshot_every: int = 50_000
     demo_limits: Mapping[str, int] = field(default_factory=dict)  # asset -> units per day
     clock_ms: Callable[[], int] = wall_clock_ms
-    ws_queue_limit: int = 1_000  # messages queued per WebSocket client before it is dropped
+    ws_buffer_limit: int = 1 << 20  # bytes a WebSocket client may leave unsent before it is dropped
     market_tick_seconds: float = 1.0  # candle roll-over and 24h tickers
 
 

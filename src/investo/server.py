@@ -29,6 +29,7 @@ from investo.host import ReplayProgress
 from investo.markets import MarketSpec, load_markets
 from investo.node import Node, NodeConfig
 from investo.tasks import cancel_and_wait
+from investo.ws.protocol import UVICORN_OPTIONS
 
 
 @dataclass
@@ -41,7 +42,7 @@ class UpOptions:
     rate_limit_per_minute: int = 60_000
     orders_per_10s: int = 10_000
     log_level: str = "warning"
-    ws_queue_limit: int = 1_000
+    ws_buffer_limit: int = 1 << 20
     ws_ping_seconds: float = 20.0
     bots: bool = True  # run the built-in market makers and noise traders (investo.bots)
     database_url: str | None = None  # the SQL history (default: history.db in data_dir)
@@ -105,7 +106,7 @@ def build_app(options: UpOptions) -> FastAPI:
             markets=markets,
             database_url=options.database_url,
             snapshot_every=options.snapshot_every,
-            ws_queue_limit=options.ws_queue_limit,
+            ws_buffer_limit=options.ws_buffer_limit,
         )
     )
     limits = RateLimits.default(options.rate_limit_per_minute, options.orders_per_10s)
@@ -149,6 +150,7 @@ def run(options: UpOptions) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        **UVICORN_OPTIONS,  # frames built once, written straight to each connection
         ws_ping_interval=options.ws_ping_seconds,  # ping frames; a client that stops answering
         ws_ping_timeout=options.ws_ping_seconds,  # within this time is dropped
     )

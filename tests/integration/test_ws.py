@@ -31,6 +31,7 @@ from investo.core.messages import Deposit, OrderType, PlaceOrder, Side, StpMode,
 from investo.markets import load_markets
 from investo.node import Node, NodeConfig
 from investo.security.signing import generate_key_pair
+from investo.ws.protocol import UVICORN_OPTIONS
 
 SYMBOL = "TATAINR"
 
@@ -57,8 +58,8 @@ class Running:
 
 
 @asynccontextmanager
-async def serve(tmp_path: Path, queue_limit: int = 1_000) -> AsyncIterator[Running]:
-    node = Node(NodeConfig(data_dir=tmp_path, markets=load_markets(None), ws_queue_limit=queue_limit))
+async def serve(tmp_path: Path, buffer_limit: int = 1 << 20) -> AsyncIterator[Running]:
+    node = Node(NodeConfig(data_dir=tmp_path, markets=load_markets(None), ws_buffer_limit=buffer_limit))
     app = create_app(node, RateLimits.default(10**7, 10**7))
 
     @asynccontextmanager
@@ -71,7 +72,9 @@ async def serve(tmp_path: Path, queue_limit: int = 1_000) -> AsyncIterator[Runni
 
     app.router.lifespan_context = lifespan
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **UVICORN_OPTIONS
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -262,7 +265,7 @@ async def test_subscribe_unsubscribe_list_and_errors(running: Running) -> None:
 
 
 async def test_a_client_that_never_reads_is_dropped_without_delaying_a_fast_one(tmp_path: Path) -> None:
-    async with serve(tmp_path, queue_limit=32) as running:
+    async with serve(tmp_path, buffer_limit=16_384) as running:
         host = running.node.host
         assert host is not None
         for user in (1, 2):

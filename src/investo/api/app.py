@@ -46,7 +46,7 @@ from investo.api import cancel_replace, errors, investo_routes, public, sapi, tr
 from investo.api.limits import RateLimits
 from investo.api.ui import WebUi
 from investo.node import Node
-from investo.ws import mount_ws
+from investo.ws.gateway import mount_ws
 
 log = logging.getLogger("investo.api")
 
@@ -233,14 +233,14 @@ def create_app(node: Node, limits: RateLimits | None = None) -> InvestoApp:
     ]
     for router in routers:
         app.include_router(router)
-    mount_ws(
+    connections = mount_ws(
         app,
         node.market_data.hub,
         lambda: node.stream_names,
-        queue_limit=node.config.ws_queue_limit,
+        buffer_limit=node.config.ws_buffer_limit,
         on_count=metrics.ws_clients.set,
     )
-    ws_api.mount(app, node)
+    ws_api.mount(app, node, connections)
 
     @app.get("/health", tags=["operations"])
     async def health() -> Any:

@@ -25,8 +25,8 @@ subscription moves to a fresh key at once. Once a second it checks that the API 
 signed it is still registered: a revoked key ends its subscriptions (``eventStreamTerminated``).
 
 Every request counts against the IP's request limit like a REST call (429 / -1003 over it).
-Sending goes through the gateway's bounded queue: a client that does not read is dropped
-(1008), as on the market streams.
+Sending goes through the gateway's client output (:mod:`investo.ws.client`), bounded in
+unsent bytes: a client that does not read is dropped (1008), as on the market streams.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from investo.api.params import MAX_PARAMS
 from investo.api.signed import MAX_BODY_BYTES
 from investo.node import Node
 from investo.security.signing import SigningError
-from investo.ws.gateway import WsClient
+from investo.ws.client import WsClient
+from investo.ws.gateway import Connections
 
 PATH = "/ws-api/v3"
 METHODS = (
@@ -58,7 +59,7 @@ METHODS = (
 )
 MAX_SUBSCRIPTIONS = 1_000  # active per connection, as Binance
 CHECK_SECONDS = 1.0  # how often a subscription re-checks its API key and keeps its listen key alive
-_EXPIRED_PREFIX = '{"e":"listenKeyExpired"'
+_EXPIRED_PREFIX = b'{"e":"listenKeyExpired"'
 
 
 def _status(error: errors.ApiError) -> int:
@@ -76,7 +77,7 @@ class Subscription:
         self.user = user
         self.api_key = api_key
         self.key = ""
-        self._prefix = '{"subscriptionId":' + str(subscription_id) + ',"event":'
+        self._prefix = b'{"subscriptionId":' + str(subscription_id).encode() + b',"event":'
 
     def attach(self) -> None:
         """Listen on the user's live listen key (created or extended)."""
@@ -93,13 +94,13 @@ class Subscription:
             self.session.node.market_data.hub.unsubscribe(self.key, self)
             self.key = ""
 
-    def push(self, text: str) -> None:
+    def push(self, frame: bytes, payload: bytes) -> None:
         """A message of the user's stream (never blocks or raises: called while publishing)."""
-        if text.startswith(_EXPIRED_PREFIX):  # the listen key was closed: move to a fresh one
+        if payload.startswith(_EXPIRED_PREFIX):  # the listen key was closed: move to a fresh one
             with contextlib.suppress(Exception):
                 self.attach()
             return
-        self.session.client.push(self._prefix + text + "}")
+        self.session.client.send_json(self._prefix + payload + b"}")
 
     def keep_alive(self) -> bool:
         """Whether the subscription may go on (its API key is still registered); keep its key alive."""
@@ -113,7 +114,7 @@ class Subscription:
     def terminate(self) -> None:
         self.detach()
         event = {"e": "eventStreamTerminated", "E": self.session.node.clock_ms()}
-        self.session.client.push(self._prefix + orjson.dumps(event).decode() + "}")
+        self.session.client.send_json(self._prefix + orjson.dumps(event) + b"}")
 
 
 class Session:
@@ -126,7 +127,7 @@ class Session:
         self.subscriptions: dict[int, Subscription] = {}
         self._ids = itertools.count()
 
-    def answer(self, text: str) -> str:
+    def answer(self, text: str) -> bytes:
         """The response to one request frame."""
         request_id: Any = None
         try:
@@ -153,10 +154,10 @@ class Session:
             if len(params) > MAX_PARAMS:
                 raise errors.too_many_params()
             result = self._call(method.removeprefix("v3/"), params)
-            return orjson.dumps({"id": request_id, "status": 200, "result": result}).decode()
+            return orjson.dumps({"id": request_id, "status": 200, "result": result})
         except errors.ApiError as error:
             failed = {"code": error.code, "msg": error.msg}
-            return orjson.dumps({"id": request_id, "status": _status(error), "error": failed}).decode()
+            return orjson.dumps({"id": request_id, "status": _status(error), "error": failed})
 
     def _call(self, method: str, params: dict[str, Any]) -> Any:
         if method == "ping":
@@ -243,17 +244,17 @@ def _signed_query(params: dict[str, Any]) -> str:
     return "&".join([*pairs, "signature=" + quote(signature, safe="")])
 
 
-def mount(app: Starlette, node: Node) -> None:
-    """Add ``/ws-api/v3`` to ``app``."""
+def mount(app: Starlette, node: Node, connections: Connections) -> None:
+    """Add ``/ws-api/v3`` to ``app``; its clients are ``connections``' (the market streams')."""
 
     async def serve(websocket: WebSocket) -> None:
-        await websocket.accept()
-        client = WsClient(websocket, node.market_data.hub, node.config.ws_queue_limit, combined=False)
+        client = await connections.accept(websocket, combined=False)
+        if client is None:
+            return
         peer = websocket.client
         session = Session(node, client, peer.host if peer else "unknown")
-        client.start()
         tasks = [
-            asyncio.ensure_future(_receive(session)),
+            asyncio.ensure_future(_receive(websocket, session)),
             asyncio.ensure_future(client.closed.wait()),
             asyncio.ensure_future(_check(session)),
         ]
@@ -265,7 +266,7 @@ def mount(app: Starlette, node: Node) -> None:
                 with contextlib.suppress(BaseException):
                     await task
             session.close()
-            await client.finish()
+            connections.release(client)
 
     app.router.add_websocket_route(PATH, serve)
 
@@ -276,8 +277,7 @@ async def _check(session: Session) -> None:
         session.check()
 
 
-async def _receive(session: Session) -> None:
-    websocket = session.client.websocket
+async def _receive(websocket: WebSocket, session: Session) -> None:
     try:
         while session.client.dropped is None:
             message = await websocket.receive()
@@ -286,6 +286,6 @@ async def _receive(session: Session) -> None:
             text = message.get("text")
             if text is None:
                 text = (message.get("bytes") or b"").decode("utf-8", "replace")
-            session.client.push(session.answer(text))
+            session.client.send_json(session.answer(text))
     except (WebSocketDisconnect, RuntimeError):
         return
