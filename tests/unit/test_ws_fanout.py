@@ -16,7 +16,7 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from investo.marketdata.hub import Hub
-from investo.ws.client import CLOSE_POLICY, Flusher, WsClient
+from investo.ws.client import CLOSE_POLICY, CLOSE_SERVER_ERROR, Flusher, WsClient
 from investo.ws.frames import text_frame
 from investo.ws.protocol import FrameSink
 
@@ -133,6 +133,27 @@ async def test_nothing_is_written_once_the_connection_is_closed() -> None:
     assert sink.writes == [] and c.dropped is None
     c.finish()
     assert hub.streams() == []
+
+
+class BrokenSink(RecordingSink):
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("unable to perform operation on a closed transport")
+
+
+async def test_a_write_that_fails_drops_that_client_only() -> None:
+    hub, flusher = Hub(), Flusher()
+    broken_sink, sink = BrokenSink(), RecordingSink()
+    broken, fine = client(hub, flusher, broken_sink), client(hub, flusher, sink)
+    for c in (broken, fine):
+        c.subscribe(["a@trade"])
+    hub.publish("a@trade", {"t": 1})
+    await next_pass()
+    assert broken.dropped == "server error while sending"
+    assert broken_sink.closed_with == (CLOSE_SERVER_ERROR, "server error while sending")
+    assert sink.writes == [text_frame(b'{"t":1}')] and fine.dropped is None
+    hub.publish("a@trade", {"t": 2})  # and the flusher goes on
+    await next_pass()
+    assert len(sink.writes) == 2
 
 
 def test_the_recording_sink_has_the_frame_sinks_surface() -> None:

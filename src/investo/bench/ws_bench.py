@@ -62,10 +62,12 @@ class ClientStats:
     messages: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # from the trade's T (match)
     fan_out_ms: list[float] = field(default_factory=list)  # from its E (published by the host)
+    cpu_seconds: float = 0.0  # the client processes' CPU time over the window
 
     def add(self, other: ClientStats) -> None:
         self.connected += other.connected
         self.messages += other.messages
+        self.cpu_seconds += other.cpu_seconds
         self.latencies_ms += other.latencies_ms
         self.fan_out_ms += other.fan_out_ms
 
@@ -112,7 +114,8 @@ class WsResult:
         return [
             f"clients={self.clients} connected={self.connected} seconds={self.seconds:.1f} "
             f"orders_ok={self.orders_ok}",
-            f"messages_per_sec={rate:.0f} messages={self.messages} trade_samples={len(self.latencies_ms)}",
+            f"messages_per_sec={rate:.0f} messages={self.messages} trade_samples={len(self.latencies_ms)} "
+            f"client_cpu_seconds={self.many.cpu_seconds:.1f}",
             f"trade_latency_ms p50={self.percentile(50):.2f} p99={self.percentile(99):.2f} "
             f"max={max(self.latencies_ms, default=float('nan')):.2f}",
             f"of which publish_to_receipt_ms p50={percentile(fan_out, 50):.2f} "
@@ -180,7 +183,10 @@ async def _clients(
                 transports.append(result[0])
         if time.time() >= start_at:
             break
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    cpu = time.process_time()
     await asyncio.sleep(max(0.0, end_at - time.time()))
+    stats.cpu_seconds = time.process_time() - cpu
     for transport in transports:
         transport.disconnect()
     return stats

@@ -29,12 +29,16 @@ one join, one write buffer size read, one ``transport.write``.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from investo.marketdata.hub import Hub
 from investo.ws.frames import text_frame
 from investo.ws.protocol import FrameSink
 
+log = logging.getLogger("investo.ws")
+
 CLOSE_POLICY = 1008
+CLOSE_SERVER_ERROR = 1011
 CLOSE_TIMEOUT = 5.0  # seconds a dropped client has to finish the close handshake
 
 
@@ -57,7 +61,11 @@ class Flusher:
         self.flushes += 1
         self.writes += len(dirty)
         for client in dirty:
-            client.flush()
+            try:
+                client.flush()
+            except Exception:  # a bug, or a transport in a state we did not foresee: that client only
+                log.exception("websocket write failed; dropping the client")
+                client.drop("server error while sending", CLOSE_SERVER_ERROR)
 
 
 class WsClient:
@@ -111,14 +119,14 @@ class WsClient:
         """Bytes this client has pushed that its connection has not handed to the kernel yet."""
         return self.sink.buffered() + sum(len(frame) for frame in self._pending)
 
-    def drop(self, reason: str) -> None:
-        """Forget every subscription and close with 1008 and ``reason`` now (from any task)."""
+    def drop(self, reason: str, code: int = CLOSE_POLICY) -> None:
+        """Forget every subscription and close with ``code`` and ``reason`` now (from any task)."""
         if self.dropped is not None:
             return
         self.dropped = reason
         self._pending.clear()
         self.hub.unsubscribe_all(self, self.streams)
-        self.sink.close(CLOSE_POLICY, reason[:120], CLOSE_TIMEOUT)
+        self.sink.close(code, reason[:120], CLOSE_TIMEOUT)
         self.closed.set()
 
     def finish(self) -> None:

@@ -50,13 +50,12 @@ from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from investo.marketdata.hub import Hub
-from investo.ws.client import Flusher, WsClient
+from investo.ws.client import CLOSE_SERVER_ERROR, Flusher, WsClient
 from investo.ws.protocol import EXTENSION, FrameSink
 
 log = logging.getLogger("investo.ws")
 
 MAX_STREAMS = 1024  # per connection, as Binance
-CLOSE_SERVER_ERROR = 1011
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 NO_DIRECT_PATH = "server misconfigured: run uvicorn with investo.ws.protocol.UVICORN_OPTIONS"
 

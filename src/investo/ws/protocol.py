@@ -50,15 +50,14 @@ class FrameSink:
 
     @property
     def closed(self) -> bool:
-        """Whether nothing more may be written (close sent, or the connection is gone)."""
+        """Whether nothing more may be written (close sent, or the connection closing or gone)."""
         p = self._protocol
-        return p.close_sent or p.disconnected
+        return p.close_sent or p.disconnected or p.transport.is_closing()
 
     def write(self, data: bytes) -> None:
         """Write whole frames; nothing once :attr:`closed`. Never blocks."""
-        p = self._protocol
-        if not (p.close_sent or p.disconnected):
-            p.transport.write(data)
+        if not self.closed:
+            self._protocol.transport.write(data)
 
     def buffered(self) -> int:
         """Bytes written but not yet taken by the kernel (the transport's write buffer)."""
