@@ -118,7 +118,7 @@ class Subscription:
 
 
 class Session:
-    """One ``/ws-api/v3`` connection: its subscriptions and its bounded send queue."""
+    """One ``/ws-api/v3`` connection: its subscriptions and its client (bounded output)."""
 
     def __init__(self, node: Node, client: WsClient, ip: str) -> None:
         self.node = node

@@ -31,7 +31,7 @@ market's depth ids at its engine's ``seq``.
 Costs per batch: O(events) to route, plus per touched market O(levels changed) for
 the diff, O(book levels × log 20) for a subscribed partial book, O(1) per trade and
 one formatted candle per interval subscribed. Nothing awaits: publishing only
-queues text for each client.
+appends each message's frame to its subscribers' pending writes (:mod:`.hub`).
 """
 
 from __future__ import annotations
