@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import resource
 import subprocess
 import sys
@@ -63,11 +64,13 @@ class ClientStats:
     latencies_ms: list[float] = field(default_factory=list)  # from the trade's T (match)
     fan_out_ms: list[float] = field(default_factory=list)  # from its E (published by the host)
     cpu_seconds: float = 0.0  # the client processes' CPU time over the window
+    load_average: float = 0.0  # the machine's 1-minute load average at the end of the window
 
     def add(self, other: ClientStats) -> None:
         self.connected += other.connected
         self.messages += other.messages
         self.cpu_seconds += other.cpu_seconds
+        self.load_average = max(self.load_average, other.load_average)
         self.latencies_ms += other.latencies_ms
         self.fan_out_ms += other.fan_out_ms
 
@@ -113,7 +116,7 @@ class WsResult:
         fan_out = self.many.fan_out_ms
         return [
             f"clients={self.clients} connected={self.connected} seconds={self.seconds:.1f} "
-            f"orders_ok={self.orders_ok}",
+            f"orders_ok={self.orders_ok} load_average={self.many.load_average:.2f}",
             f"messages_per_sec={rate:.0f} messages={self.messages} trade_samples={len(self.latencies_ms)} "
             f"client_cpu_seconds={self.many.cpu_seconds:.1f}",
             f"trade_latency_ms p50={self.percentile(50):.2f} p99={self.percentile(99):.2f} "
@@ -187,6 +190,7 @@ async def _clients(
     cpu = time.process_time()
     await asyncio.sleep(max(0.0, end_at - time.time()))
     stats.cpu_seconds = time.process_time() - cpu
+    stats.load_average = os.getloadavg()[0]
     for transport in transports:
         transport.disconnect()
     return stats
