@@ -20,7 +20,6 @@ Cost: linear in the number of digits (at most 40 on input).
 
 from __future__ import annotations
 
-import functools
 import re
 from decimal import Decimal
 from functools import lru_cache
@@ -145,7 +144,7 @@ def format_steps(n: int, step: Decimal) -> str:
     return pattern % divmod(n * multiplier, scale)
 
 
-@functools.lru_cache(maxsize=1024)
+@lru_cache(maxsize=1024)
 def _step_format(step: Decimal) -> tuple[int, int, str]:
     """``(multiplier, scale, pattern)``: ``n * step`` is ``pattern % divmod(n * multiplier, scale)``.
 
