@@ -39,9 +39,11 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 import aiohttp
 import orjson
@@ -253,24 +255,25 @@ def gateway_feed(burst: int) -> Iterator[str]:
     """:mod:`investo.bench.ws_feed` in a subprocess on a free port; yields its ``ws://`` URL."""
     port = api_bench.free_port()
     cmd = [sys.executable, "-m", "investo.bench.ws_feed", "--port", str(port), "--burst", str(burst)]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        asyncio.run(_wait_listening(port, process))
-        yield f"ws://127.0.0.1:{port}"
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile() as output:  # a file, not a pipe: nobody reads it while the feed runs
+        process = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT)
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            asyncio.run(_wait_listening(port, process, output))
+            yield f"ws://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
-async def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+async def _wait_listening(port: int, process: subprocess.Popen[bytes], output: IO[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
-            raise RuntimeError(f"the gateway feed exited early:\n{output}")
+            output.seek(0)
+            raise RuntimeError(f"the gateway feed exited early:\n{output.read().decode()}")
         with contextlib.suppress(OSError):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
