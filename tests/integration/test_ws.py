@@ -390,6 +390,27 @@ async def test_without_the_fanout_protocol_a_client_is_told_why_and_closed(tmp_p
         assert len(running.app.state.ws_clients) == 0
 
 
+async def test_the_server_pings_and_drops_a_client_that_stops_answering(tmp_path: Path) -> None:
+    pings = {**UVICORN_OPTIONS, "ws_ping_interval": 0.2, "ws_ping_timeout": 0.3}
+    async with serve(tmp_path, ws_options=pings) as running:
+        silent = RawClient(f"{running.ws}/ws/tatainr@trade")  # answers no ping
+        await silent.open()
+        answering = Reader(await websockets.connect(f"{running.ws}/ws/tatainr@trade"))  # pongs
+        frames = await silent.read_to_close(timeout=10)
+        assert Opcode.PING in [f.opcode for f in frames]
+        assert frames[-1].opcode == Opcode.CLOSE
+        close = Close.parse(frames[-1].data)
+        assert (close.code, close.reason) == (1011, "keepalive ping timeout")
+        clients = running.app.state.ws_clients
+        deadline = time.monotonic() + 5
+        while len(clients) > 1:
+            assert time.monotonic() < deadline, "the silent client was never released"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)  # several ping rounds: the answering client stays
+        assert len(clients) == 1 and answering.ws.state is websockets.State.OPEN
+        await answering.close()
+
+
 def test_the_gateway_alone_feeds_one_client_in_sequence() -> None:
     """`investo bench ws`'s single-client part: a real gateway process and a real client."""
     from investo.bench import ws_bench
