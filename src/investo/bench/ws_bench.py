@@ -19,14 +19,17 @@ started here:
 **One client, the gateway's capacity.** No order load on this machine makes 50,000
 messages a second, so the single-client figure comes from the gateway alone
 (:mod:`investo.bench.ws_feed`, started here in its own process): the production
-gateway fed ``depthUpdate`` and ``trade`` messages built by the market-data
-service's own builders, published into its hub as fast as the client takes them.
-One picows client subscribed to both parses every message (orjson) and checks
-that depth update ids are contiguous and trade ids consecutive (``gaps`` counts
-breaks); its messages/s is the figure.
+gateway fed ``depthUpdate`` and ``trade`` messages recorded from the market-data
+service's own builders and replayed with their ids renumbered, each serialised and
+framed once, published into its hub as fast as the client takes them. One picows
+client subscribed to both parses every message (orjson) and checks that depth
+update ids are contiguous and trade ids consecutive (``gaps`` counts breaks); its
+messages/s is the figure, beside its own CPU seconds (near the window's length: the
+client is the limit).
 
-Printed: clients connected, messages/s delivered (all clients), trade latency
-p50/p99/max in ms, and the single client's messages/s. Nothing is tuned: the load
+Printed: the load average, clients connected, messages/s delivered (all clients),
+the clients' CPU seconds, trade latency p50/p99/max in ms (from the match, and from
+the publication), and the single client's messages/s. Nothing is tuned: the load
 generator, the clients and the server share the machine.
 """
 
@@ -84,6 +87,7 @@ class SingleResult:
     messages: int
     seconds: float
     gaps: int
+    cpu_seconds: float = 0.0  # the client's own CPU time in the window (near `seconds`: client-bound)
 
     @property
     def rate(self) -> float:
@@ -126,7 +130,8 @@ class WsResult:
             f"of which publish_to_receipt_ms p50={percentile(fan_out, 50):.2f} "
             f"p99={percentile(fan_out, 99):.2f} max={max(fan_out, default=float('nan')):.2f}",
             f"single_client_messages_per_sec={self.single.rate:.0f} messages={self.single.messages} "
-            f"gaps={self.single.gaps} (the gateway alone, fed as fast as the client takes)",
+            f"gaps={self.single.gaps} client_cpu_seconds={self.single.cpu_seconds:.1f} "
+            "(the gateway alone, fed as fast as the client takes)",
         ]
 
 
@@ -290,7 +295,7 @@ class _Reader(picows.WSListener):
         self.seconds, self.warmup = seconds, warmup
         self.result: asyncio.Future[SingleResult] = asyncio.get_running_loop().create_future()
         self.last_u = self.last_t = self.count = self.gaps = 0
-        self.began = self.end = 0.0
+        self.began = self.end = self.cpu = 0.0
         self.counting = False
 
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
@@ -318,8 +323,10 @@ class _Reader(picows.WSListener):
     def _window(self, now: float) -> None:
         if not self.counting and now >= self.began:
             self.counting, self.count, self.began = True, 0, now
+            self.cpu = time.process_time()
         elif self.counting and now >= self.end and not self.result.done():
-            self.result.set_result(SingleResult(self.count, now - self.began, self.gaps))
+            cpu = time.process_time() - self.cpu
+            self.result.set_result(SingleResult(self.count, now - self.began, self.gaps, cpu))
 
 
 async def read_feed(ws_url: str, streams: Sequence[str], seconds: float, warmup: float = 1.0) -> SingleResult:

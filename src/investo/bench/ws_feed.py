@@ -7,15 +7,19 @@ load on this machine can produce. It is the production gateway with no engine: a
 Starlette app under uvicorn with :data:`~investo.ws.protocol.UVICORN_OPTIONS`, the
 shape of a gateway process fed market data from elsewhere.
 
-The feed task makes ``depthUpdate`` and ``trade`` messages of the first market with
-the market-data service's own builders (:func:`~investo.marketdata.service.depth_diff_json`,
-:func:`~investo.marketdata.service.trade_json`: the real shapes and formatting, depth
-update ids contiguous, trade ids in sequence, prices on a random walk), publishes
-them into the hub (each serialised and framed once, as the engine host's listener
-does) in bursts of ``burst`` messages per event-loop pass (an engine batch of a busy
-market makes a depth diff, partial books, trades, candles… in one pass), and holds
-back while any client's connection holds more than ``high_water`` unsent bytes. So
-a client receives as fast as the gateway delivers and the client reads, and is never
+The feed publishes ``depthUpdate`` and ``trade`` messages of the first market:
+recorded at start-up from the market-data service's own builders
+(:func:`~investo.marketdata.service.depth_diff_json`,
+:func:`~investo.marketdata.service.trade_json`: the real shapes and formatting, prices
+on a random walk, 1,024 of each), then replayed in a ring with their ids renumbered
+(depth update ids contiguous, trade ids consecutive) and ``E``/``T`` set to now. Each
+is published into the hub as a payload, so it is serialised and framed once per
+message, as the engine host's listener or a gateway fed from elsewhere does; building
+the payloads (the engine host's share) is not counted. They go out in bursts of
+``burst`` messages per event-loop pass (an engine batch of a busy market makes a
+depth diff, partial books, trades, candles… in one pass), and the feed holds back
+while any client's connection holds more than ``high_water`` unsent bytes. So a
+client receives as fast as the gateway delivers and the client reads, and is never
 dropped. Nothing is published while nobody is connected.
 """
 
@@ -44,16 +48,17 @@ HIGH_WATER = 256 * 1024
 BUFFER_LIMIT = 1 << 20
 
 
+RECORDED = 1_024
+
+
 class Feed:
-    """Synthetic depth diffs and trades of one market, in sequence (module docstring)."""
+    """Recorded depth diffs and trades of one market, replayed in sequence (module docstring)."""
 
     def __init__(self, spec: MarketSpec, seed: int = 1) -> None:
-        self.spec = spec
         symbol = spec.symbol.lower()
         self.depth_streams = [f"{symbol}@depth", f"{symbol}@depth@100ms"]
         self.trade_stream = f"{symbol}@trade"
-        self.random = random.Random(seed)
-        self.price = 100_000  # ticks
+        self.diffs, self.trades = _record(spec, random.Random(seed), RECORDED)
         self.update_id = 0
         self.trade_id = 0
         self.published = 0
@@ -63,24 +68,34 @@ class Feed:
         now = time.time_ns() // 1_000_000
         for i in range(count):
             if i % 2:
-                hub.publish(self.trade_stream, trade_json(self.spec, self._trade(now), now))
+                self.trade_id += 1
+                trade = self.trades[self.trade_id % RECORDED]
+                trade["t"], trade["T"], trade["E"] = self.trade_id, now, now
+                hub.publish(self.trade_stream, trade)
             else:
-                hub.publish_many(self.depth_streams, depth_diff_json(self.spec, self._diff(), now))
+                self.update_id += 1
+                diff = self.diffs[self.update_id % RECORDED]
+                diff["U"] = diff["u"] = self.update_id
+                diff["E"] = now
+                hub.publish_many(self.depth_streams, diff)
         self.published += count
 
-    def _diff(self) -> DepthDiff:
-        self.price += self.random.choice((-1, 0, 1))
-        self.update_id += 1
-        lots = self.random.randrange
-        bids = [(self.price - k, lots(0, 50)) for k in range(1, 1 + lots(1, 4))]
-        asks = [(self.price + k, lots(0, 50)) for k in range(1, 1 + lots(1, 4))]
-        return DepthDiff(self.update_id, self.update_id, bids, asks)
 
-    def _trade(self, now: int) -> TradeExecuted:
-        self.trade_id += 1
-        side = Side.BUY if self.random.random() < 0.5 else Side.SELL
-        qty = self.random.randrange(1, 20)
-        return TradeExecuted(0, now, self.spec.symbol, self.trade_id, self.price, qty, side, 0, 0, 0, 0, 0, 0)
+def _record(
+    spec: MarketSpec, rng: random.Random, n: int
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """``n`` depth diffs and ``n`` trades made by the market-data builders, prices on a random walk."""
+    diffs, trades = [], []
+    price = 100_000  # ticks
+    for i in range(n):
+        price += rng.choice((-1, 0, 1))
+        bids = [(price - k, rng.randrange(0, 50)) for k in range(1, 1 + rng.randrange(1, 4))]
+        asks = [(price + k, rng.randrange(0, 50)) for k in range(1, 1 + rng.randrange(1, 4))]
+        diffs.append(depth_diff_json(spec, DepthDiff(i, i, bids, asks), 0))
+        side = Side.BUY if rng.random() < 0.5 else Side.SELL
+        trade = TradeExecuted(0, 0, spec.symbol, i, price, rng.randrange(1, 20), side, 0, 0, 0, 0, 0, 0)
+        trades.append(trade_json(spec, trade, 0))
+    return diffs, trades
 
 
 async def run_feed(hub: Hub, connections: Connections, feed: Feed, burst: int, high_water: int) -> None:
