@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
@@ -36,7 +37,7 @@ from investo.bench.flow import FlowLine
 from investo.bench.proc_cpu import CpuMeter
 from investo.bench.stats import percentile
 from investo.cluster import topology as topo
-from investo.cluster.records import ENCODER, REPLIES_DECODER, Envelope
+from investo.cluster.records import ENCODER, Envelope
 from investo.core.messages import (
     CancelOrder,
     Command,
@@ -100,6 +101,7 @@ class ClusterRun:
     writer_lag_s: float  # from the last answer to the last commit
     load_average: float  # the machine's 1-minute load average when the run began
     cpu_ms_per_1k: dict[str, float]  # CPU milliseconds per 1,000 commands, per process group
+    writer_stats: list[str]  # the DB writer's own account of each stream (funding included)
 
     def lines(self) -> list[str]:
         cpu = " ".join(f"{label}={ms:.0f}" for label, ms in self.cpu_ms_per_1k.items())
@@ -109,6 +111,7 @@ class ClusterRun:
             f"db_writer_lag_after_last_answer_s={self.writer_lag_s:.2f} "
             f"load_average={self.load_average:.2f}",
             f"shards={self.shards} cpu_ms_per_1000_commands: {cpu}",
+            *(f"shards={self.shards} {line}" for line in self.writer_stats),
         ]
 
 
@@ -200,8 +203,26 @@ async def _drop_database(admin_url: str, database_url: str) -> None:
 # ---------------------------------------------------------------------- driving
 
 
+@dataclass(frozen=True)
+class Tick:
+    """Commands sent together: ``batches`` per shard input, numbered ``corrs``, at tick ``number``."""
+
+    number: int
+    corrs: range
+    batches: dict[tuple[topo.Role, int], list[bytes]]
+
+
+_CORRELATIONS = msgspec.msgpack.Decoder(list[tuple[int, msgspec.Raw]])
+"""A reply message's correlation numbers, leaving the events undecoded (the bench needs none)."""
+
+
 class Driver:
-    """Appends commands to the shards' inputs and times their answers."""
+    """Appends commands to the shards' inputs and times their answers.
+
+    Commands are encoded before a rate's clock starts (:meth:`plan`), so the load
+    generator's cost while it runs is one append per shard input per tick and the
+    answers' correlation numbers.
+    """
 
     def __init__(self, server_url: str, topology: topo.Topology) -> None:
         self.topology = topology
@@ -225,16 +246,33 @@ class Driver:
         assert isinstance(command, PlaceOrder | Deposit)
         return "accounts", self.topology.accounts_shard(command.user)
 
-    async def send(self, commands: Sequence[Command], scheduled: float, ts: int) -> None:
+    def encode(self, commands: Sequence[Command], ts: int, number: int = 0) -> Tick:
+        """Stamp, number and encode ``commands`` as one tick's appends (one batch per shard input)."""
         batches: dict[tuple[topo.Role, int], list[bytes]] = {}
+        first = self._corr + 1
         for command in commands:
             self._corr += 1
-            self.sent_at[self._corr] = scheduled
-            stamped = _stamp(command, ts)
-            batches.setdefault(self._target(command), []).append(
-                ENCODER.encode(Envelope(stamped, self.channel, self._corr))
-            )
-        await asyncio.gather(*(self.logs[target].append(batch) for target, batch in batches.items()))
+            envelope = Envelope(msgspec.structs.replace(command, ts=ts), self.channel, self._corr)
+            batches.setdefault(self._target(command), []).append(ENCODER.encode(envelope))
+        return Tick(number, range(first, self._corr + 1), batches)
+
+    def plan(self, commands: Sequence[Command], rate: int, ts: int) -> list[Tick]:
+        """The ticks that send ``commands`` at ``rate``, encoded ahead (``ts``: the first tick's time)."""
+        ticks = []
+        sent = number = 0
+        while sent < len(commands):
+            number += 1
+            upto = min(len(commands), int(rate * number * TICK_S))
+            if upto > sent:
+                ticks.append(self.encode(commands[sent:upto], ts + int(number * TICK_S * 1000), number))
+                sent = upto
+        return ticks
+
+    async def send(self, tick: Tick, scheduled: float) -> None:
+        """Append a tick's batches, one per shard input, concurrently; time them from ``scheduled``."""
+        for corr in tick.corrs:
+            self.sent_at[corr] = scheduled
+        await asyncio.gather(*(self.logs[target].append(batch) for target, batch in tick.batches.items()))
 
     async def listen(self, ready: asyncio.Event) -> None:
         pubsub = self.client.pubsub()
@@ -246,8 +284,8 @@ class Driver:
                 if message is None:
                     continue
                 now = time.perf_counter()
-                for reply in REPLIES_DECODER.decode(message["data"]):
-                    scheduled = self.sent_at.pop(reply.corr, None)
+                for corr, _ in _CORRELATIONS.decode(message["data"]):
+                    scheduled = self.sent_at.pop(corr, None)
                     if scheduled is not None:
                         self.latencies_ms.append((now - scheduled) * 1000)
                         self.answered += 1
@@ -261,30 +299,20 @@ class Driver:
         await self.client.aclose()
 
 
-def _stamp(command: Command, ts: int) -> Command:
-    import msgspec
-
-    return msgspec.structs.replace(command, ts=ts)
-
-
 async def _open_loop(
     driver: Driver, commands: Sequence[Command], rate: int, seconds: float, shards: int
 ) -> RateResult:
     total = min(len(commands), int(rate * seconds))
+    ticks = driver.plan(commands[:total], rate, time.time_ns() // 1_000_000)
     start = time.perf_counter()
     answered_before = driver.answered
     first_latency = len(driver.latencies_ms)
-    sent = 0
-    tick = 0
-    while sent < total:
-        tick += 1
-        due = start + tick * TICK_S
+    for tick in ticks:
+        due = start + tick.number * TICK_S
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        upto = min(total, int(rate * tick * TICK_S))
-        if upto > sent:
-            # every command of this tick is scheduled at its own instant within the tick
-            await driver.send(commands[sent:upto], due - TICK_S / 2, time.time_ns() // 1_000_000)
-            sent = upto
+        # every command of this tick is scheduled at its own instant within the tick
+        await driver.send(tick, due - TICK_S / 2)
+    sent = total
     deadline = time.perf_counter() + 30
     while driver.sent_at and time.perf_counter() < deadline:
         await asyncio.sleep(0.01)
@@ -396,6 +424,7 @@ async def run_one(
             meter.add("postgres", await watch.backends())
             meter.stop()
             await cancel_and_wait(listener)
+        writer_lines = _writer_stats(log_dir / "dbwriter.log")
     finally:
         await driver.close()
         await watch.close()
@@ -405,15 +434,28 @@ async def run_one(
         await admin.aclose()
         await _drop_database(admin_url, database_url)
     return ClusterRun(
-        shards, results, offset, done - first, done - last_answer, load, meter.per_thousand(offset)
+        shards,
+        results,
+        offset,
+        done - first,
+        done - last_answer,
+        load,
+        meter.per_thousand(offset),
+        writer_lines,
     )
+
+
+def _writer_stats(path: Path) -> list[str]:
+    """What the DB writer said at exit of each stream it wrote (entries, transactions, rows)."""
+    return [line.strip() for line in path.read_text().splitlines() if " transactions, " in line]
 
 
 async def _fund(driver: Driver) -> None:
     """Deposit every user's funds and wait for the answers."""
     funding = deposits()
     for start in range(0, len(funding), 500):
-        await driver.send(funding[start : start + 500], time.perf_counter(), time.time_ns() // 1_000_000)
+        tick = driver.encode(funding[start : start + 500], time.time_ns() // 1_000_000)
+        await driver.send(tick, time.perf_counter())
     while driver.sent_at:
         await asyncio.sleep(0.05)
 

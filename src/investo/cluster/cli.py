@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 import typer
 
 from investo.cluster import topology as topo
+from investo.tasks import settle_heap
 
 app = typer.Typer(help="The distributed mode's shard map (Redis).", no_args_is_help=True)
 
@@ -128,6 +129,7 @@ def engine(
         _stop_on_signals(stop)
         try:
             replayed = await shard_engine.recover()
+            settle_heap()
             await shard_engine.write_status()  # also says "up" to operators and tests
             typer.echo(f"{role} shard {shard}: replayed {replayed}, at input offset {shard_engine.applied}")
             await shard_engine.run(stop)
@@ -165,9 +167,15 @@ def dbwriter(
         _stop_on_signals(stop)
         try:
             await writer.start()
+            settle_heap()
             where = make_url(database).render_as_string(hide_password=True)
             typer.echo(f"db writer {writer.writer_id}: {redacted(redis)} -> {where}")
             await writer.run(stop)
+            for prefix, stats in writer.written.items():
+                typer.echo(
+                    f"db writer {writer.writer_id}: {prefix}: {stats.commands} entries in "
+                    f"{stats.transactions} transactions, {stats.rows} rows, {stats.seconds:.2f} s writing"
+                )
         finally:
             await writer.close()
 

@@ -384,6 +384,7 @@ class HistoryWriter:
         *,
         fee_account: int = 0,
         max_commands: int = 5_000,
+        linger_s: float = 0.0,
         retry_seconds: float = 0.2,
         max_retry_seconds: float = 5.0,
         cache_orders: int = 200_000,
@@ -394,6 +395,7 @@ class HistoryWriter:
         self._markets: dict[str, Market] = {symbol: spec.core for symbol, spec in markets.items()}
         self._fee_account = fee_account
         self._max_commands = max_commands
+        self._linger_s = linger_s
         self._retry_seconds = retry_seconds
         self._max_retry_seconds = max_retry_seconds
         self._pending: deque[AppliedEvents] = deque()
@@ -505,6 +507,8 @@ class HistoryWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self._linger_s > 0:
+                await self._gather()
             items = [self._pending.popleft() for _ in range(min(self._max_commands, len(self._pending)))]
             try:
                 await self._write(items)
@@ -521,6 +525,18 @@ class HistoryWriter:
                     log.exception("history writer %s failed to write; retrying in %.1fs", self.name, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_retry_seconds)
+
+    async def _gather(self) -> None:
+        """Wait up to ``linger_s`` for ``max_commands`` to be queued (fewer, larger transactions)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger_s
+        while len(self._pending) < self._max_commands and not self._stopping:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
 
     async def _write(self, items: Sequence[AppliedEvents]) -> None:
         began = time.perf_counter()
