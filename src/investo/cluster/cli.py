@@ -154,6 +154,9 @@ def dbwriter(
         str, typer.Option(help="SQL history (postgresql://…).")
     ] = "postgresql://127.0.0.1/investo",
     lease_ms: Annotated[int, typer.Option(help="A dead writer's streams are taken over after this.")] = 10000,
+    linger_ms: Annotated[
+        int, typer.Option(help="Wait up to this long to gather a full batch: fewer, larger transactions.")
+    ] = 50,
 ) -> None:
     """Write every shard's output stream into SQL until SIGTERM; run several for fail-over."""
     from sqlalchemy.engine import make_url
@@ -162,7 +165,7 @@ def dbwriter(
     from investo.log.redis import redacted
 
     async def run() -> None:
-        writer = DbWriter(redis, database, lease_ms=lease_ms)
+        writer = DbWriter(redis, database, lease_ms=lease_ms, linger_s=linger_ms / 1000)
         stop = asyncio.Event()
         _stop_on_signals(stop)
         try:

@@ -112,13 +112,8 @@ class AppliedEvents(Protocol):
 
 SIDE_NAMES: Final = {Side.BUY: "BUY", Side.SELL: "SELL"}
 MINUTE: Final = 60_000
-_ORDER_EVENTS: Final = (
-    OrderFilled,
-    OrderPartiallyFilled,
-    OrderRested,
-    OrderCanceled,
-    OrderExpired,
-    OrderRejected,
+_ORDER_EVENTS: Final = frozenset(
+    {OrderFilled, OrderPartiallyFilled, OrderRested, OrderCanceled, OrderExpired, OrderRejected}
 )
 
 
@@ -362,13 +357,15 @@ def _referenced_orders(items: Sequence[AppliedEvents]) -> set[int]:
     touched: set[int] = set()
     for applied in items:
         for event in applied.events:
-            if isinstance(event, TradeExecuted):
-                touched.add(event.maker_order_id)
-                touched.add(event.taker_order_id)
-            elif isinstance(event, OrderAccepted):
-                created.add(event.order_id)
-            elif isinstance(event, _ORDER_EVENTS):
-                touched.add(event.order_id)
+            kind = type(event)
+            if kind is TradeExecuted:
+                trade = cast(TradeExecuted, event)
+                touched.add(trade.maker_order_id)
+                touched.add(trade.taker_order_id)
+            elif kind is OrderAccepted:
+                created.add(cast(OrderAccepted, event).order_id)
+            elif kind in _ORDER_EVENTS:
+                touched.add(cast(OrderFilled, event).order_id)  # every one of them has an order id
     touched.discard(0)  # OrderRejected before an id was assigned
     return touched - created
 
