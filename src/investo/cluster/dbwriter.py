@@ -152,11 +152,8 @@ class StreamWriter:
                 found: Any = await self.client.xreadgroup(
                     GROUP, self.consumer, {self.key: ">"}, self.batch, block=200
                 )
-                if found:  # raw: RESP3 {stream: [[id, [b"p", payload]], ...]}, RESP2 [[stream, [...]]]
-                    rows = next(iter(found.values())) if isinstance(found, dict) else found[0][1]
-                    await self._write(
-                        [(entry_id, fields[1] if fields else None) for entry_id, fields in rows]
-                    )
+                if found:
+                    await self._write(_read_rows(found))
                 await self._acknowledge_committed()
         finally:
             await self.history.stop()
