@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 import typer
 
 from investo.cluster import topology as topo
+from investo.tasks import settle_heap
 
 app = typer.Typer(help="The distributed mode's shard map (Redis).", no_args_is_help=True)
 
@@ -128,6 +129,7 @@ def engine(
         _stop_on_signals(stop)
         try:
             replayed = await shard_engine.recover()
+            settle_heap()
             await shard_engine.write_status()  # also says "up" to operators and tests
             typer.echo(f"{role} shard {shard}: replayed {replayed}, at input offset {shard_engine.applied}")
             await shard_engine.run(stop)
@@ -152,6 +154,9 @@ def dbwriter(
         str, typer.Option(help="SQL history (postgresql://…).")
     ] = "postgresql://127.0.0.1/investo",
     lease_ms: Annotated[int, typer.Option(help="A dead writer's streams are taken over after this.")] = 10000,
+    linger_ms: Annotated[
+        int, typer.Option(help="Wait up to this long to gather a full batch: fewer, larger transactions.")
+    ] = 50,
 ) -> None:
     """Write every shard's output stream into SQL until SIGTERM; run several for fail-over."""
     from sqlalchemy.engine import make_url
@@ -160,14 +165,20 @@ def dbwriter(
     from investo.log.redis import redacted
 
     async def run() -> None:
-        writer = DbWriter(redis, database, lease_ms=lease_ms)
+        writer = DbWriter(redis, database, lease_ms=lease_ms, linger_s=linger_ms / 1000)
         stop = asyncio.Event()
         _stop_on_signals(stop)
         try:
             await writer.start()
+            settle_heap()
             where = make_url(database).render_as_string(hide_password=True)
             typer.echo(f"db writer {writer.writer_id}: {redacted(redis)} -> {where}")
             await writer.run(stop)
+            for prefix, stats in writer.written.items():
+                typer.echo(
+                    f"db writer {writer.writer_id}: {prefix}: {stats.commands} entries in "
+                    f"{stats.transactions} transactions, {stats.rows} rows, {stats.seconds:.2f} s writing"
+                )
         finally:
             await writer.close()
 
