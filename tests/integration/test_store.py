@@ -898,13 +898,18 @@ async def test_the_postgres_writer_reconnects_when_its_connection_is_killed(
         half = len(applied) // 2
         writer.on_applied(applied[:half])
         await asyncio.wait_for(writer.flush(), 10)
-        async with db.connect() as conn:  # every other connection to this database
-            killed = await conn.scalar(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        killed = 0
+        for _ in range(50):  # (a fresh backend may not be listed yet: look again)
+            async with db.connect() as conn:  # every other connection to this database
+                killed = await conn.scalar(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
                 )
-            )
+            if killed:
+                break
+            await asyncio.sleep(0.1)
         assert killed and killed >= 1
         writer.on_applied(applied[half:])
         await asyncio.wait_for(writer.flush(), 10)
