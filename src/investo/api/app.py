@@ -1,7 +1,9 @@
 """The HTTP application: Binance spot v3 REST and WebSocket streams, Investo's own endpoints,
 health and metrics.
 
-``create_app(node)`` builds a FastAPI app around a :class:`~investo.node.Node`.
+``create_app(node)`` builds a FastAPI app around an :class:`~investo.api.nodes.ApiNode`: the
+embedded :class:`~investo.node.Node` (``investo up``) or a cluster's
+:class:`~investo.cluster.gateway.GatewayNode` (``investo gateway``).
 Every error leaves as Binance's ``{"code": …, "msg": …}`` with its HTTP status;
 a request that would otherwise fail unexpectedly is logged and answered with
 -1000, so a client always gets JSON it can parse.
@@ -35,8 +37,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import investo
 from investo.api import cancel_replace, errors, investo_routes, public, sapi, trading, user_stream, ws_api
 from investo.api.limits import RateLimits
+from investo.api.nodes import ApiNode
 from investo.api.ui import WebUi
-from investo.node import Node
 from investo.ws import mount_ws
 
 log = logging.getLogger("investo.api")
@@ -55,7 +57,7 @@ class FastJSON(JSONResponse):
 class Metrics:
     """Prometheus metrics of one node (a registry of its own, so tests can run many)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ApiNode) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("investo_http_requests", "HTTP requests", ["path", "status"], registry=r)
@@ -77,18 +79,12 @@ class Metrics:
         self.trades = Counter("investo_trades", "Trades executed", registry=r)
         self.log_lag = Gauge("investo_log_lag", "Applied commands not yet in the SQL history", registry=r)
         self.ws_clients = Gauge("investo_websocket_clients", "Open WebSocket clients", registry=r)
-        self.log_lag.set_function(lambda: _lag(node))
+        self.log_lag.set_function(node.sql_lag)
 
     def observe_batch(self, commands: int, commit_s: float, apply_s: float) -> None:
         self.commit.observe(commit_s)
         self.engine.observe(apply_s)
         self.commands.inc(commands)
-
-
-def _lag(node: Node) -> float:
-    if node.host is None or node.writer is None:
-        return 0.0
-    return float(node.host.applied_offset - (node.writer.durable_offset or 0))
 
 
 class Guard:
@@ -99,7 +95,7 @@ class Guard:
     "other", so unknown paths cannot grow the metrics without bound.
     """
 
-    def __init__(self, app: ASGIApp, node: Node, limits: RateLimits, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, node: ApiNode, limits: RateLimits, metrics: Metrics) -> None:
         self.app = app
         self.node = node
         self.limits = limits
@@ -160,7 +156,7 @@ class Guard:
             )
 
 
-def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
+def create_app(node: ApiNode, limits: RateLimits | None = None) -> FastAPI:
     app = FastAPI(
         title="Investo",
         version=investo.__version__,
@@ -201,9 +197,9 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
         app.include_router(router)
     mount_ws(
         app,
-        node.market_data.hub,
+        node.hub,
         lambda: node.stream_names,
-        queue_limit=node.config.ws_queue_limit,
+        queue_limit=node.ws_queue_limit,
         on_count=metrics.ws_clients.set,
     )
     ws_api.mount(app, node)
@@ -211,10 +207,10 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
     @app.get("/health", tags=["operations"])
     async def health() -> Any:
         """Liveness (the process answers) and readiness (engines recovered, taking orders)."""
-        ready = node.ready and node.host is not None
+        ready = node.ready
         body: dict[str, Any] = {"status": "ok" if ready else "starting", "live": True, "ready": ready}
-        if ready and node.host is not None:
-            body["offset"] = node.host.applied_offset
+        if ready:
+            body["offset"] = node.progress()
         return FastJSON(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"])

@@ -42,9 +42,9 @@ from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from investo.api import errors
+from investo.api.nodes import ApiNode
 from investo.api.params import MAX_PARAMS
 from investo.api.signed import MAX_BODY_BYTES
-from investo.node import Node
 from investo.security.signing import SigningError
 from investo.ws.gateway import WsClient
 
@@ -82,7 +82,7 @@ class Subscription:
         """Listen on the user's live listen key (created or extended)."""
         key = self.session.node.listen_keys.create(self.user)
         if key != self.key:
-            hub = self.session.node.market_data.hub
+            hub = self.session.node.hub
             if self.key:
                 hub.unsubscribe(self.key, self)
             hub.subscribe(key, self)
@@ -90,7 +90,7 @@ class Subscription:
 
     def detach(self) -> None:
         if self.key:
-            self.session.node.market_data.hub.unsubscribe(self.key, self)
+            self.session.node.hub.unsubscribe(self.key, self)
             self.key = ""
 
     def push(self, text: str) -> None:
@@ -104,7 +104,7 @@ class Subscription:
     def keep_alive(self) -> bool:
         """Whether the subscription may go on (its API key is still registered); keep its key alive."""
         node = self.session.node
-        if self.api_key not in node.keys:
+        if not node.knows_key(self.api_key):
             return False
         if not node.listen_keys.keep_alive(self.user, self.key):
             self.attach()
@@ -119,14 +119,14 @@ class Subscription:
 class Session:
     """One ``/ws-api/v3`` connection: its subscriptions and its bounded send queue."""
 
-    def __init__(self, node: Node, client: WsClient, ip: str) -> None:
+    def __init__(self, node: ApiNode, client: WsClient, ip: str) -> None:
         self.node = node
         self.client = client
         self.ip = ip
         self.subscriptions: dict[int, Subscription] = {}
         self._ids = itertools.count()
 
-    def answer(self, text: str) -> str:
+    async def answer(self, text: str) -> str:
         """The response to one request frame."""
         request_id: Any = None
         try:
@@ -152,13 +152,13 @@ class Session:
                 raise errors.illegal_chars("params", "a JSON object")
             if len(params) > MAX_PARAMS:
                 raise errors.too_many_params()
-            result = self._call(method.removeprefix("v3/"), params)
+            result = await self._call(method.removeprefix("v3/"), params)
             return orjson.dumps({"id": request_id, "status": 200, "result": result}).decode()
         except errors.ApiError as error:
             failed = {"code": error.code, "msg": error.msg}
             return orjson.dumps({"id": request_id, "status": _status(error), "error": failed}).decode()
 
-    def _call(self, method: str, params: dict[str, Any]) -> Any:
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
         if method == "ping":
             return {}
         if method == "time":
@@ -166,18 +166,21 @@ class Session:
         if method == "session.subscriptions":
             return [{"subscriptionId": n} for n in self.subscriptions]
         if method == "userDataStream.subscribe.signature":
-            return self._subscribe(params)
+            return await self._subscribe(params)
         if method == "userDataStream.unsubscribe":
             return self._unsubscribe(params)
         raise errors.illegal_chars("method", ", ".join(METHODS))
 
-    def _subscribe(self, params: dict[str, Any]) -> dict[str, int]:
+    async def _subscribe(self, params: dict[str, Any]) -> dict[str, int]:
         api_key = params.get("apiKey")
         if not isinstance(api_key, str) or not api_key:
             raise errors.missing("apiKey")
         query = _signed_query(params)
+        if not self.node.knows_key(api_key):
+            await self.node.fetch_key(api_key)
         try:
-            self.node.verifier.verify(api_key, query, "", self.node.clock_ms())
+            signed = self.node.verifier.verify(api_key, query, "", self.node.clock_ms())
+            await self.node.check_replay(api_key, signed)
         except SigningError as error:
             status = 401 if error.code in (-2014, -2015) else 400
             raise errors.ApiError(error.code, error.msg, status) from None
@@ -243,12 +246,12 @@ def _signed_query(params: dict[str, Any]) -> str:
     return "&".join([*pairs, "signature=" + quote(signature, safe="")])
 
 
-def mount(app: Starlette, node: Node) -> None:
+def mount(app: Starlette, node: ApiNode) -> None:
     """Add ``/ws-api/v3`` to ``app``."""
 
     async def serve(websocket: WebSocket) -> None:
         await websocket.accept()
-        client = WsClient(websocket, node.market_data.hub, node.config.ws_queue_limit, combined=False)
+        client = WsClient(websocket, node.hub, node.ws_queue_limit, combined=False)
         peer = websocket.client
         session = Session(node, client, peer.host if peer else "unknown")
         client.start()
@@ -286,6 +289,6 @@ async def _receive(session: Session) -> None:
             text = message.get("text")
             if text is None:
                 text = (message.get("bytes") or b"").decode("utf-8", "replace")
-            session.client.push(session.answer(text))
+            session.client.push(await session.answer(text))
     except (WebSocketDisconnect, RuntimeError):
         return
