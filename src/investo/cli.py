@@ -20,6 +20,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(cluster_cli.app, name="cluster")
 app.command("engine")(cluster_cli.engine)
 app.command("dbwriter")(cluster_cli.dbwriter)
+app.command("gateway")(cluster_cli.gateway)
 candles_app = typer.Typer(help="The candles table of the SQL history.", no_args_is_help=True)
 app.add_typer(candles_app, name="candles")
 

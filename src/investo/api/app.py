@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import investo
 from investo.api import cancel_replace, errors, investo_routes, public, sapi, trading, user_stream, ws_api
 from investo.api.limits import RateLimits
-from investo.api.nodes import ApiNode
+from investo.api.nodes import ApiNode, NotCaughtUp
 from investo.api.ui import WebUi
 from investo.ws import mount_ws
 
@@ -125,6 +125,9 @@ class Guard:
         except errors.ApiError as error:
             status = error.status
             await _error_response(error)(scope, receive, send)
+        except NotCaughtUp as error:
+            status = 503
+            await _error_response(errors.service_unavailable(str(error)))(scope, receive, send)
         except Exception:
             log.exception("unexpected error in %s %s", scope["method"], path)
             if not sent:
@@ -174,6 +177,10 @@ def create_app(node: ApiNode, limits: RateLimits | None = None) -> FastAPI:
     @app.exception_handler(errors.ApiError)
     async def api_error(request: Request, error: errors.ApiError) -> Response:
         return _error_response(error)
+
+    @app.exception_handler(NotCaughtUp)
+    async def not_caught_up(request: Request, error: NotCaughtUp) -> Response:
+        return _error_response(errors.service_unavailable(str(error)))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
@@ -249,6 +256,8 @@ def _plain_endpoint(endpoint: Callable[..., Awaitable[Any]], takes_request: bool
             result = await (endpoint(request) if takes_request else endpoint())
         except errors.ApiError as error:
             return _error_response(error)
+        except NotCaughtUp as error:
+            return _error_response(errors.service_unavailable(str(error)))
         return result if isinstance(result, Response) else FastJSON(result)
 
     return answer

@@ -42,7 +42,7 @@ from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from investo.api import errors
-from investo.api.nodes import ApiNode
+from investo.api.nodes import ApiNode, NotCaughtUp
 from investo.api.params import MAX_PARAMS
 from investo.api.signed import MAX_BODY_BYTES
 from investo.security.signing import SigningError
@@ -154,7 +154,8 @@ class Session:
                 raise errors.too_many_params()
             result = await self._call(method.removeprefix("v3/"), params)
             return orjson.dumps({"id": request_id, "status": 200, "result": result}).decode()
-        except errors.ApiError as error:
+        except (errors.ApiError, NotCaughtUp) as caught:
+            error = caught if isinstance(caught, errors.ApiError) else errors.service_unavailable(str(caught))
             failed = {"code": error.code, "msg": error.msg}
             return orjson.dumps({"id": request_id, "status": _status(error), "error": failed}).decode()
 

@@ -62,7 +62,7 @@ import logging
 import operator
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 
@@ -555,6 +555,7 @@ class HistoryWriter:
         self._cache_orders = cache_orders
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by offset
         self._waiter_seq = itertools.count()
+        self.on_durable: Callable[[int], None] | None = None  # told the watermark after each commit
         dialect = engine.dialect
         self._bulk = {
             "orders": _Bulk(insert(_orders), dialect, copy=True),
@@ -773,6 +774,8 @@ class HistoryWriter:
         return count
 
     def _resolve_waiters(self) -> None:
+        if self.on_durable is not None:
+            self.on_durable(self._durable)
         waiters = self._waiters
         while waiters and waiters[0][0] <= self._durable:
             future = heapq.heappop(waiters)[2]
