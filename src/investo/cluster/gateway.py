@@ -56,12 +56,12 @@ from investo.cluster import topology as topo
 from investo.cluster.client import ClusterClient
 from investo.cluster.records import Settle
 from investo.cluster.replica import ShardReplica, Stepped
-from investo.cluster.shards import AccountsShard
+from investo.cluster.shards import MatchingShard, Shard
 from investo.cluster.sqlprogress import SqlProgress
 from investo.cluster.topology import Topology
 from investo.cluster.view import ClusterView
 from investo.core.matching import MatchingEngine
-from investo.core.messages import Command, Deposit, PlaceOrder, Withdraw
+from investo.core.messages import Command, Deposit, Event, PlaceOrder, Withdraw
 from investo.host import Applied, BatchObserver, HostStopped
 from investo.marketdata.hub import Hub
 from investo.marketdata.user import AccountsStep, ListenKeys, StreamSet, UserStreams
@@ -196,18 +196,7 @@ class GatewayNode:
     # ------------------------------------------------------------------ the user stream feed
 
     def _on_replica_batch(self, replica: ShardReplica, batch: list[Stepped]) -> None:
-        streams = self.user_streams
-        if replica.role == "matching":
-            streams.on_order_events([step.output for _, _, step in batch if step.output])
-            return
-        if not len(self.listen_keys):
-            return  # accounts steps only make messages, and nobody listens
-        shard = replica.shard
-        assert isinstance(shard, AccountsShard)
-        steps = [_accounts_step(envelope.record, step.output) for _, envelope, step in batch if envelope]
-        accounts = shard.topology.accounts_shards
-        number = replica.shard_no
-        streams.on_account_steps(steps, shard.engine.balance, lambda user: user % accounts == number)
+        feed_user_streams(self.user_streams, replica.shard, batch)
 
     # ------------------------------------------------------------------ the API's view
 
@@ -350,7 +339,24 @@ class GatewayNode:
             self.sql.on_announce(data)
 
 
-def _accounts_step(record: object, events: list[Any]) -> AccountsStep:
+def feed_user_streams(streams: UserStreams, shard: Shard, batch: list[Stepped]) -> None:
+    """Hand a replica's stepped batch to the user-stream listener (see the module docstring).
+
+    A matching shard's events make execution reports; an accounts shard's steps make
+    balance updates, refused orders' reports and positions (only when somebody listens:
+    they track nothing).
+    """
+    if isinstance(shard, MatchingShard):
+        streams.on_order_events([step.output for _, _, step in batch if step.output])
+        return
+    if not len(streams.keys):
+        return
+    steps = [_accounts_step(envelope.record, step.output) for _, envelope, step in batch if envelope]
+    accounts, number = shard.topology.accounts_shards, shard.shard
+    streams.on_account_steps(steps, shard.engine.balance, lambda user: user % accounts == number)
+
+
+def _accounts_step(record: object, events: list[Event]) -> AccountsStep:
     if isinstance(record, PlaceOrder | Deposit | Withdraw):
         return AccountsStep(record, events)
     if isinstance(record, Settle):
