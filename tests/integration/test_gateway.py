@@ -8,7 +8,7 @@ registered on one gateway works on another, and a key revoked on one stops worki
 gateway (announced, and swept from SQL when the announcement is missed); a request replayed
 to another gateway is refused; the demo daily limit holds when two gateways race; with the
 engines down an order is "status unknown" (-1007) and a book read a clear 503, and the order
-is found by its client order id once the engines are back.
+is found by its client order id once the engines are back; a gateway follows a new shard map.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis.asyncio as aioredis
 import uvicorn
 import websockets
 from fastapi import FastAPI
@@ -36,6 +37,7 @@ from investo.cluster import topology as topo
 from investo.cluster.dbwriter import DbWriter
 from investo.cluster.gateway import GatewayConfig, GatewayNode
 from investo.cluster.local import LocalCluster
+from investo.cluster.shards import MatchingShard
 from investo.security.signing import API_KEY_HEADER, generate_key_pair, public_key_to_pem, sign_params
 from investo.store import queries
 
@@ -367,3 +369,35 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+async def test_a_gateway_follows_a_new_shard_map(cluster: Cluster) -> None:
+    """Markets moved between matching shards (engines stopped, nothing in flight): the gateway
+    replicates the new shards without a restart and serves the markets from their new homes."""
+    async with contextlib.AsyncExitStack() as stack:
+        gateway = await add_gateway(cluster, stack)
+        alice = await user(gateway, funded=False)  # SQL only: no engine has applied anything yet
+        old = cluster.engines.topology
+        await cluster.engines.stop()
+        server_url, namespace = topo.split_url(cluster.url)
+        admin = aioredis.Redis.from_url(server_url)
+        try:
+            moved = dict(old.matching, AINR=1, BINR=0)
+            new = await topo.store(admin, topo.Topology(namespace, old.markets_toml, moved, 2))
+        finally:
+            await admin.aclose()
+        cluster.engines = LocalCluster(server_url, new)
+        await cluster.engines.start()
+        await _until(
+            lambda: gateway.node.topology is not None and gateway.node.topology.version == new.version
+        )
+        assert gateway.node.view is not None and gateway.node.view.topology.matching_shard("AINR") == 1
+        await alice.claim_demo_funds()
+        placed = await alice.place_order(A, "BUY", "LIMIT", quantity="2", price="95", timeInForce="GTC")
+        assert placed["status"] == "NEW"
+        assert (await alice.depth(A))["bids"] == [["95.00000000", "2.00000000"]]
+        replica = gateway.node.view.replicas[("matching", 1)].shard
+        assert isinstance(replica, MatchingShard) and replica.engines["AINR"].depth()[0] == [(1900, 2)]
+        assert [o["orderId"] for o in await alice.open_orders(A)] == [placed["orderId"]]
+        await alice.cancel_all(A)
+        await alice.close()
