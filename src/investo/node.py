@@ -73,7 +73,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.markets = dict(config.markets)
-        self.assets = _assets(self.markets)
+        self.assets = assets_of(self.markets)
         self.clock_ms = config.clock_ms
         data_dir = config.data_dir
         self.database_url = config.database_url or f"sqlite:///{data_dir / 'history.db'}"
@@ -215,7 +215,7 @@ class Node:
         await self.writer.wait_for(self.host.applied_offset)
 
 
-def _assets(markets: Mapping[str, MarketSpec]) -> dict[str, int]:
+def assets_of(markets: Mapping[str, MarketSpec]) -> dict[str, int]:
     """Every asset traded, with its decimals, in a stable order."""
     assets: dict[str, int] = {}
     for spec in markets.values():

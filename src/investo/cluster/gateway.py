@@ -66,7 +66,7 @@ from investo.host import Applied, BatchObserver, HostStopped
 from investo.marketdata.hub import Hub
 from investo.marketdata.user import AccountsStep, ListenKeys, StreamSet, UserStreams
 from investo.markets import MarketSpec
-from investo.node import default_demo_limits, wall_clock_ms
+from investo.node import assets_of, default_demo_limits, wall_clock_ms
 from investo.security.signing import ReplayGuard, RequestVerifier, SignatureReplayed, SignedRequest
 from investo.store import queries
 from investo.store.db import make_engine
@@ -117,6 +117,7 @@ class GatewayNode:
         self.db: AsyncEngine | None = None
         self.ready = False
         self.topology: Topology | None = None
+        self._assets: dict[str, int] = {}
         self.view: ClusterView | None = None
         self.sql: SqlProgress | None = None
         self._revoked: dict[str, None] = {}  # revoked key ids, oldest first (bounded)
@@ -136,6 +137,7 @@ class GatewayNode:
         topology = self.client.topology
         assert topology is not None
         self.topology = topology
+        self._assets = assets_of(topology.markets)
         self.user_streams.set_markets(topology.markets)
         self.db = await _open_database(self.config.database_url)
         await self.keys.load_all(self.db)
@@ -170,7 +172,11 @@ class GatewayNode:
             on_reload=self.user_streams.resync,
             timeout_s=self.config.read_timeout_s,
         )
-        await view.start()
+        try:
+            await view.start()
+        except BaseException:  # cancelled (a newer shard map) or failed: close what it opened
+            await view.stop()
+            raise
         return view
 
     def _current_view(self) -> ClusterView:
@@ -180,11 +186,14 @@ class GatewayNode:
     def _on_topology(self, topology: Topology) -> None:
         """The shard map changed: replicate the new shards (in the background), then switch."""
         if self.view is not None and topology.version != self.view.topology.version:
+            if self._rebuilding is not None:
+                self._rebuilding.cancel()  # an older map's view, not finished: never used
             self._rebuilding = asyncio.create_task(self._rebuild(topology), name="gateway-rebuild")
 
     async def _rebuild(self, topology: Topology) -> None:
         view = await self._open_view(topology)
         old, self.view, self.topology = self.view, view, topology
+        self._assets = assets_of(topology.markets)
         self.user_streams.set_markets(topology.markets)
         self.user_streams.resync()
         if self.sql is not None:
@@ -196,6 +205,9 @@ class GatewayNode:
     # ------------------------------------------------------------------ the user stream feed
 
     def _on_replica_batch(self, replica: ShardReplica, batch: list[Stepped]) -> None:
+        view = self.view
+        if view is not None and view.replicas.get((replica.role, replica.shard_no)) is not replica:
+            return  # a view being built for a new shard map: it feeds the streams once it is current
         feed_user_streams(self.user_streams, replica.shard, batch)
 
     # ------------------------------------------------------------------ the API's view
@@ -206,11 +218,7 @@ class GatewayNode:
 
     @property
     def assets(self) -> Mapping[str, int]:
-        assets: dict[str, int] = {}
-        for spec in self.markets.values():
-            assets.setdefault(spec.base, spec.base_decimals)
-            assets.setdefault(spec.quote, spec.quote_decimals)
-        return assets
+        return self._assets
 
     @property
     def demo_limits(self) -> Mapping[str, int]:
