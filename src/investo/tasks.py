@@ -7,12 +7,23 @@ import contextlib
 import gc
 from typing import Any
 
+RECANCEL_S = 0.1
+
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
-    """Cancel ``task`` (if any) and wait until it has finished; its cancellation is not re-raised."""
+    """Cancel ``task`` (if any) and wait until it has finished; its cancellation is not re-raised.
+
+    A library may swallow a cancellation (redis-py's asyncio client does when it arrives in
+    the middle of a command), and a task that loops would then never end: the task is
+    cancelled again every ``RECANCEL_S`` until it is done.
+    """
     if task is None:
         return
     task.cancel()
+    while not task.done():
+        await asyncio.wait({task}, timeout=RECANCEL_S)
+        if not task.done():
+            task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 

@@ -201,8 +201,8 @@ async def test_replicas_follow_the_engines_to_the_same_state_and_see_the_publish
             server_url,
             topology,
             *key,
-            on_step=lambda offset, step, key=key: seen.setdefault(key, []).append(
-                (offset, list(step.output))
+            on_batch=lambda batch, key=key: seen.setdefault(key, []).extend(
+                (offset, list(step.output)) for offset, _, step in batch
             ),
         )
         for key in topology.every_output()

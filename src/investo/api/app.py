@@ -1,7 +1,9 @@
 """The HTTP application: Binance spot v3 REST and WebSocket streams, Investo's own endpoints,
 health and metrics.
 
-``create_app(node)`` builds the app around a :class:`~investo.node.Node`.
+``create_app(node)`` builds the app around an :class:`~investo.api.nodes.ApiNode`: the
+embedded :class:`~investo.node.Node` (``investo up``) or a cluster's
+:class:`~investo.cluster.gateway.GatewayNode` (``investo gateway``).
 Every error leaves as Binance's ``{"code": …, "msg": …}`` with its HTTP status;
 a request that would otherwise fail unexpectedly is logged and answered with
 -1000, so a client always gets JSON it can parse.
@@ -44,8 +46,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import investo
 from investo.api import cancel_replace, errors, investo_routes, public, sapi, trading, user_stream, ws_api
 from investo.api.limits import RateLimits
+from investo.api.nodes import ApiNode, NotCaughtUp
 from investo.api.ui import WebUi
-from investo.node import Node
 from investo.ws.gateway import mount_ws
 
 log = logging.getLogger("investo.api")
@@ -64,7 +66,7 @@ class FastJSON(JSONResponse):
 class Metrics:
     """Prometheus metrics of one node (a registry of its own, so tests can run many)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ApiNode) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("investo_http_requests", "HTTP requests", ["path", "status"], registry=r)
@@ -86,18 +88,12 @@ class Metrics:
         self.trades = Counter("investo_trades", "Trades executed", registry=r)
         self.log_lag = Gauge("investo_log_lag", "Applied commands not yet in the SQL history", registry=r)
         self.ws_clients = Gauge("investo_websocket_clients", "Open WebSocket clients", registry=r)
-        self.log_lag.set_function(lambda: _lag(node))
+        self.log_lag.set_function(node.sql_lag)
 
     def observe_batch(self, commands: int, commit_s: float, apply_s: float) -> None:
         self.commit.observe(commit_s)
         self.engine.observe(apply_s)
         self.commands.inc(commands)
-
-
-def _lag(node: Node) -> float:
-    if node.host is None or node.writer is None:
-        return 0.0
-    return float(node.host.applied_offset - (node.writer.durable_offset or 0))
 
 
 class Guard:
@@ -108,7 +104,7 @@ class Guard:
     counts as "other", so unknown paths cannot grow the metrics without bound.
     """
 
-    def __init__(self, app: ASGIApp, node: Node, limits: RateLimits, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, node: ApiNode, limits: RateLimits, metrics: Metrics) -> None:
         self.app = app
         self.node = node
         self.limits = limits
@@ -138,6 +134,9 @@ class Guard:
         except errors.ApiError as error:
             status = error.status
             await _error_response(error)(scope, receive, send)
+        except NotCaughtUp as error:
+            status = 503
+            await _error_response(errors.service_unavailable(str(error)))(scope, receive, send)
         except Exception:
             log.exception("unexpected error in %s %s", scope["method"], path)
             if not sent:
@@ -195,7 +194,7 @@ class InvestoApp(FastAPI):
         await response(scope, receive, send)
 
 
-def create_app(node: Node, limits: RateLimits | None = None) -> InvestoApp:
+def create_app(node: ApiNode, limits: RateLimits | None = None) -> InvestoApp:
     app = InvestoApp(
         title="Investo",
         version=investo.__version__,
@@ -213,6 +212,10 @@ def create_app(node: Node, limits: RateLimits | None = None) -> InvestoApp:
     @app.exception_handler(errors.ApiError)
     async def api_error(request: Request, error: errors.ApiError) -> Response:
         return _error_response(error)
+
+    @app.exception_handler(NotCaughtUp)
+    async def not_caught_up(request: Request, error: NotCaughtUp) -> Response:
+        return _error_response(errors.service_unavailable(str(error)))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
@@ -235,9 +238,9 @@ def create_app(node: Node, limits: RateLimits | None = None) -> InvestoApp:
         app.include_router(router)
     connections = mount_ws(
         app,
-        node.market_data.hub,
+        node.hub,
         lambda: node.stream_names,
-        buffer_limit=node.config.ws_buffer_limit,
+        buffer_limit=node.ws_buffer_limit,
         on_count=metrics.ws_clients.set,
     )
     ws_api.mount(app, node, connections)
@@ -245,10 +248,10 @@ def create_app(node: Node, limits: RateLimits | None = None) -> InvestoApp:
     @app.get("/health", tags=["operations"])
     async def health() -> Any:
         """Liveness (the process answers) and readiness (engines recovered, taking orders)."""
-        ready = node.ready and node.host is not None
+        ready = node.ready
         body: dict[str, Any] = {"status": "ok" if ready else "starting", "live": True, "ready": ready}
-        if ready and node.host is not None:
-            body["offset"] = node.host.applied_offset
+        if ready:
+            body["offset"] = node.progress()
         return FastJSON(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"])
@@ -287,6 +290,8 @@ def _plain_endpoint(endpoint: Callable[..., Awaitable[Any]], takes_request: bool
             result = await (endpoint(request) if takes_request else endpoint())
         except errors.ApiError as error:
             return _error_response(error)
+        except NotCaughtUp as error:
+            return _error_response(errors.service_unavailable(str(error)))
         return result if isinstance(result, Response) else FastJSON(result)
 
     return answer

@@ -42,9 +42,9 @@ from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from investo.api import errors
+from investo.api.nodes import ApiNode, NotCaughtUp
 from investo.api.params import MAX_PARAMS
 from investo.api.signed import MAX_BODY_BYTES
-from investo.node import Node
 from investo.security.signing import SigningError
 from investo.ws.client import WsClient
 from investo.ws.gateway import Connections
@@ -83,7 +83,7 @@ class Subscription:
         """Listen on the user's live listen key (created or extended)."""
         key = self.session.node.listen_keys.create(self.user)
         if key != self.key:
-            hub = self.session.node.market_data.hub
+            hub = self.session.node.hub
             if self.key:
                 hub.unsubscribe(self.key, self)
             hub.subscribe(key, self)
@@ -91,7 +91,7 @@ class Subscription:
 
     def detach(self) -> None:
         if self.key:
-            self.session.node.market_data.hub.unsubscribe(self.key, self)
+            self.session.node.hub.unsubscribe(self.key, self)
             self.key = ""
 
     def push(self, frame: bytes, payload: bytes) -> None:
@@ -105,7 +105,7 @@ class Subscription:
     def keep_alive(self) -> bool:
         """Whether the subscription may go on (its API key is still registered); keep its key alive."""
         node = self.session.node
-        if self.api_key not in node.keys:
+        if not node.knows_key(self.api_key):
             return False
         if not node.listen_keys.keep_alive(self.user, self.key):
             self.attach()
@@ -120,14 +120,14 @@ class Subscription:
 class Session:
     """One ``/ws-api/v3`` connection: its subscriptions and its client (bounded output)."""
 
-    def __init__(self, node: Node, client: WsClient, ip: str) -> None:
+    def __init__(self, node: ApiNode, client: WsClient, ip: str) -> None:
         self.node = node
         self.client = client
         self.ip = ip
         self.subscriptions: dict[int, Subscription] = {}
         self._ids = itertools.count()
 
-    def answer(self, text: str) -> bytes:
+    async def answer(self, text: str) -> bytes:
         """The response to one request frame."""
         request_id: Any = None
         try:
@@ -153,13 +153,14 @@ class Session:
                 raise errors.illegal_chars("params", "a JSON object")
             if len(params) > MAX_PARAMS:
                 raise errors.too_many_params()
-            result = self._call(method.removeprefix("v3/"), params)
+            result = await self._call(method.removeprefix("v3/"), params)
             return orjson.dumps({"id": request_id, "status": 200, "result": result})
-        except errors.ApiError as error:
+        except (errors.ApiError, NotCaughtUp) as caught:
+            error = caught if isinstance(caught, errors.ApiError) else errors.service_unavailable(str(caught))
             failed = {"code": error.code, "msg": error.msg}
             return orjson.dumps({"id": request_id, "status": _status(error), "error": failed})
 
-    def _call(self, method: str, params: dict[str, Any]) -> Any:
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
         if method == "ping":
             return {}
         if method == "time":
@@ -167,18 +168,21 @@ class Session:
         if method == "session.subscriptions":
             return [{"subscriptionId": n} for n in self.subscriptions]
         if method == "userDataStream.subscribe.signature":
-            return self._subscribe(params)
+            return await self._subscribe(params)
         if method == "userDataStream.unsubscribe":
             return self._unsubscribe(params)
         raise errors.illegal_chars("method", ", ".join(METHODS))
 
-    def _subscribe(self, params: dict[str, Any]) -> dict[str, int]:
+    async def _subscribe(self, params: dict[str, Any]) -> dict[str, int]:
         api_key = params.get("apiKey")
         if not isinstance(api_key, str) or not api_key:
             raise errors.missing("apiKey")
         query = _signed_query(params)
+        if not self.node.knows_key(api_key):
+            await self.node.fetch_key(api_key)
         try:
-            self.node.verifier.verify(api_key, query, "", self.node.clock_ms())
+            signed = self.node.verifier.verify(api_key, query, "", self.node.clock_ms())
+            await self.node.check_replay(api_key, signed)
         except SigningError as error:
             status = 401 if error.code in (-2014, -2015) else 400
             raise errors.ApiError(error.code, error.msg, status) from None
@@ -244,7 +248,7 @@ def _signed_query(params: dict[str, Any]) -> str:
     return "&".join([*pairs, "signature=" + quote(signature, safe="")])
 
 
-def mount(app: Starlette, node: Node, connections: Connections) -> None:
+def mount(app: Starlette, node: ApiNode, connections: Connections) -> None:
     """Add ``/ws-api/v3`` to ``app``; its clients are ``connections``' (the market streams')."""
 
     async def serve(websocket: WebSocket) -> None:
@@ -286,6 +290,6 @@ async def _receive(websocket: WebSocket, session: Session) -> None:
             text = message.get("text")
             if text is None:
                 text = (message.get("bytes") or b"").decode("utf-8", "replace")
-            session.client.send_json(session.answer(text))
+            session.client.send_json(await session.answer(text))
     except (WebSocketDisconnect, RuntimeError):
         return

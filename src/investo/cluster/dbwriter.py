@@ -25,6 +25,9 @@ Guarantees
   offset ``o * 1024 + n`` (:meth:`~investo.cluster.topology.Topology.stream_number`).
 * Output streams are trimmed behind the watermark, keeping the last ``retain``
   entries for late readers.
+* After each commit the new watermark is announced on ``<ns>:dbwriter:written``
+  (``"<output prefix> <offset>"``), so gateways waiting to read their writes from SQL
+  hear of it at once (at most once: they also poll ``writer_progress``).
 
 Costs: one ``XREADGROUP`` + one ``XACK`` per read of up to ``batch`` entries per
 stream, and one transaction per ``batch`` entries or per ``linger`` (default 50 ms),
@@ -59,6 +62,7 @@ from investo.log.redis import RedisLog
 from investo.store.db import make_engine
 from investo.store.migrate import upgrade
 from investo.store.writer import HistoryWriter, WriterStats
+from investo.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +127,7 @@ class StreamWriter:
         *,
         batch: int = 2_000,
         retain: int = 100_000,
+        announce_channel: str = "",
     ) -> None:
         self.client = client
         self.out = out
@@ -135,6 +140,8 @@ class StreamWriter:
         self.key = out.stream_key
         self._unacknowledged: deque[tuple[int, list[Any]]] = deque()  # (SQL offset, entry ids) in read order
         self._acks = 0
+        self.announce_channel = announce_channel
+        self._committed = asyncio.Event()
 
     @property
     def written(self) -> int:
@@ -145,7 +152,9 @@ class StreamWriter:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: the group exists
             await self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
         await self.history.load_progress()
+        self.history.on_durable = lambda _: self._committed.set()
         self.history.start()
+        announcer = asyncio.create_task(self._announce(), name=f"announce-{self.key}")
         try:
             await self._claim_pending()
             while not stop.is_set():
@@ -157,7 +166,25 @@ class StreamWriter:
                 await self._acknowledge_committed()
         finally:
             await self.history.stop()
+            await cancel_and_wait(announcer)
         await self._acknowledge_committed()  # what the final flush committed
+
+    async def _announce(self) -> None:
+        """Publish the watermark after commits (coalesced: the latest one when Redis is free)."""
+        if not self.announce_channel:
+            return
+        prefix = self.out.prefix
+        announced = -1
+        while True:
+            await self._committed.wait()
+            self._committed.clear()
+            written = self.written
+            if written != announced:
+                try:
+                    await self.client.publish(self.announce_channel, f"{prefix} {written}")
+                    announced = written
+                except RedisError as exc:  # at most once anyway: gateways poll SQL as well
+                    log.debug("announcing %s at %d failed: %s", prefix, written, exc)
 
     async def _claim_pending(self) -> None:
         """Take over what a dead writer read but never acknowledged."""
@@ -297,7 +324,10 @@ class DbWriter:
             self.db, self.topology.markets, name=prefix, max_commands=self.batch, linger_s=self.linger_s
         )
         number = self.topology.stream_number(role, shard)
-        writer = StreamWriter(self.client, out, role, number, history, self.writer_id, batch=self.batch)
+        writer = StreamWriter(
+            self.client, out, role, number, history, self.writer_id, batch=self.batch,
+            announce_channel=topo.written_channel(self.namespace),
+        )  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(writer.run(stop), name=f"dbwriter-{prefix}")
         self.writers[prefix] = (writer, stop, task)

@@ -50,7 +50,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Output, Reply
+from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Envelope, Output, Reply
 from investo.cluster.shards import AccountsShard, MatchingShard, Shard, Step
 from investo.cluster.topology import Role, Topology, log_url
 from investo.log.base import LogError
@@ -327,11 +327,16 @@ def _answers(steps: list[tuple[int, Step]]) -> _Answers:
     return _Answers(messages, sum(map(len, by_channel.values())))
 
 
-def step_entry(shard: Shard, offset: int, payload: bytes) -> Step:
-    """Step one input entry; one that does not decode is skipped (the same way on every replay)."""
+def decode_entry(offset: int, payload: bytes) -> Envelope | None:
+    """An input entry's envelope; None for one that does not decode (skipped the same way on every replay)."""
     try:
-        envelope = ENVELOPE_DECODER.decode(payload)
+        return ENVELOPE_DECODER.decode(payload)
     except msgspec.DecodeError as exc:
         log.error("input entry %d does not decode (%s): skipped", offset, exc)
-        return Step()
-    return shard.step(envelope)
+        return None
+
+
+def step_entry(shard: Shard, offset: int, payload: bytes) -> Step:
+    """Step one input entry (see :func:`decode_entry`)."""
+    envelope = decode_entry(offset, payload)
+    return Step() if envelope is None else shard.step(envelope)

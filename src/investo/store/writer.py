@@ -65,7 +65,7 @@ import itertools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, cast
 
@@ -413,6 +413,7 @@ class HistoryWriter:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap by offset
         self._waiter_seq = itertools.count()
         self._store = make_store(engine)
+        self.on_durable: Callable[[int], None] | None = None  # told the watermark after each commit
 
     # ------------------------------------------------------------------ Listener
 
@@ -607,6 +608,8 @@ class HistoryWriter:
             cache.popitem(last=False)
 
     def _resolve_waiters(self) -> None:
+        if self.on_durable is not None:
+            self.on_durable(self._durable)
         waiters = self._waiters
         while waiters and waiters[0][0] <= self._durable:
             future = heapq.heappop(waiters)[2]
