@@ -40,6 +40,7 @@ from investo.cluster.local import LocalCluster
 from investo.cluster.shards import MatchingShard
 from investo.security.signing import API_KEY_HEADER, generate_key_pair, public_key_to_pem, sign_params
 from investo.store import queries
+from investo.ws.protocol import UVICORN_OPTIONS
 
 D = Decimal
 A, B = "AINR", "BINR"  # AINR on matching shard 0, BINR on matching shard 1
@@ -89,7 +90,8 @@ async def serve_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
 
     app.router.lifespan_context = lifespan
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -50,8 +50,8 @@ class Inbox:
     def __init__(self) -> None:
         self.got: list[dict[str, Any]] = []
 
-    def push(self, text: str) -> None:
-        self.got.append(orjson.loads(text))
+    def push(self, frame: bytes, payload: bytes) -> None:
+        self.got.append(orjson.loads(payload))
 
 
 def _listening(streams: UserStreams, keys: ListenKeys, hub: Hub) -> dict[int, Inbox]:
