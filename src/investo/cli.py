@@ -20,6 +20,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(cluster_cli.app, name="cluster")
 app.command("engine")(cluster_cli.engine)
 app.command("dbwriter")(cluster_cli.dbwriter)
+app.command("gateway")(cluster_cli.gateway)
 candles_app = typer.Typer(help="The candles table of the SQL history.", no_args_is_help=True)
 app.add_typer(candles_app, name="candles")
 
@@ -56,11 +57,40 @@ def up(
             "--database",
             "--database-url",
             help="The SQL history: sqlite:///FILE or postgresql://USER@HOST:PORT/DB "
-            "(default: history.db in the data dir).",
+            "(default: history.db in the data dir; with --redis a postgresql:// URL is required).",
         ),
     ] = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            help="Run distributed instead: engines, DB writer, gateway (and bots) as processes over "
+            "this Redis (redis://HOST:PORT/DB?prefix=NAME) and the Postgres --database.",
+        ),
+    ] = None,
+    matching_shards: Annotated[
+        int | None,
+        typer.Option(
+            help="With --redis, for a new cluster: matching engines (markets are dealt; default 1)."
+        ),
+    ] = None,
+    accounts_shards: Annotated[
+        int | None,
+        typer.Option(help="With --redis, for a new cluster: accounts engines (user u on u % N; default 1)."),
+    ] = None,
 ) -> None:
-    """Start the whole exchange in one process (embedded mode: SQLite, or the history on Postgres)."""
+    """Start the whole exchange: in one process (embedded mode), or with --redis as a small cluster."""
+    if redis is not None:
+        from investo.cluster.up import ClusterUpOptions
+        from investo.cluster.up import run as run_cluster
+
+        if database is None:
+            raise typer.BadParameter("--redis needs --database postgresql://…", param_hint="--database")
+        cluster = ClusterUpOptions(
+            redis, database, host, port, data_dir, markets, matching_shards, accounts_shards,
+            snapshot_every, rate_limit, order_limit, log_level, bots,
+        )  # fmt: skip
+        run_cluster(cluster)
+        return
     from investo.server import UpOptions, run
 
     options = UpOptions(host, port, data_dir, markets, snapshot_every, rate_limit, order_limit, log_level)

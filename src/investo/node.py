@@ -8,31 +8,36 @@
   and the host;
 * stop: stop taking commands, write a snapshot, flush the writer, close everything.
 
-Registered API keys are cached in memory (``key id -> (user id, public key)``)
-so that verifying a signature never waits for SQL; registering or revoking a key
-updates SQL first, then the cache.
+Registered API keys are cached in memory (:class:`~investo.api.keys.KeyCache`) so
+that verifying a signature never waits for SQL; registering or revoking a key updates
+SQL first, then the cache.
+
+``Node`` is the embedded implementation of :class:`investo.api.nodes.ApiNode`: books and
+balances are read straight from the engines, so every read is up to date at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from investo.api.keys import KeyCache
 from investo.api.limits import RateLimits
-from investo.host import BatchObserver, EngineHost, ReplayProgress
+from investo.core.matching import MatchingEngine
+from investo.core.messages import Command
+from investo.host import Applied, BatchObserver, EngineHost, HostStopped, ReplayProgress
 from investo.log import open_log
 from investo.log.base import Log
-from investo.marketdata import MarketData
+from investo.marketdata import Hub, MarketData
 from investo.marketdata.user import ListenKeys, StreamSet, UserStreams
 from investo.markets import MarketSpec
-from investo.security.signing import ReplayGuard, RequestVerifier, load_public_key
-from investo.store import queries
+from investo.security.signing import ReplayGuard, RequestVerifier, SignedRequest
 from investo.store.db import make_engine
 from investo.store.migrate import upgrade
 from investo.store.writer import HistoryWriter
@@ -51,7 +56,7 @@ class NodeConfig:
     snapshot_every: int = 50_000
     demo_limits: Mapping[str, int] = field(default_factory=dict)  # asset -> units per day
     clock_ms: Callable[[], int] = wall_clock_ms
-    ws_queue_limit: int = 1_000  # messages queued per WebSocket client before it is dropped
+    ws_buffer_limit: int = 1 << 20  # bytes a WebSocket client may leave unsent before it is dropped
     market_tick_seconds: float = 1.0  # candle roll-over and 24h tickers
 
 
@@ -68,14 +73,14 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.markets = dict(config.markets)
-        self.assets = _assets(self.markets)
+        self.assets = assets_of(self.markets)
         self.clock_ms = config.clock_ms
         data_dir = config.data_dir
         self.database_url = config.database_url or f"sqlite:///{data_dir / 'history.db'}"
         self.log_url = config.log_url or f"sqlite:///{data_dir / 'log.db'}"
         self.demo_limits = dict(config.demo_limits) or default_demo_limits(self.markets)
-        self.keys: dict[str, tuple[int, Ed25519PublicKey]] = {}
-        self.verifier = RequestVerifier(self._lookup_key, ReplayGuard())
+        self.keys = KeyCache()
+        self.verifier = RequestVerifier(self.keys.lookup, ReplayGuard())
         self.log: Log | None = None
         self.host: EngineHost | None = None
         self.writer: HistoryWriter | None = None
@@ -88,7 +93,7 @@ class Node:
         self.market_data = MarketData(self.markets, self.clock_ms, tick_seconds=config.market_tick_seconds)
         self.listen_keys = ListenKeys(self.clock_ms)
         self.user_streams = UserStreams(self.markets, self.clock_ms, self.market_data.hub, self.listen_keys)
-        self.stream_names = StreamSet(lambda: self.market_data.streams, self.listen_keys)
+        self.stream_names: Collection[str] = StreamSet(lambda: self.market_data.streams, self.listen_keys)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -98,8 +103,9 @@ class Node:
         await asyncio.to_thread(upgrade, self.database_url)
         self.db = make_engine(self.database_url)
         self.log = open_log(self.log_url)
-        # Small writes: each one's Python work runs on the event loop between requests.
-        self.writer = HistoryWriter(self.db, self.markets, max_commands=256)
+        # Small writes (each one's Python work runs on the event loop between requests), but
+        # not one per order under a trickle: a write lingers 10 ms for company unless a reader waits.
+        self.writer = HistoryWriter(self.db, self.markets, max_commands=256, linger_s=0.01)
         await self.writer.load_progress()
         self.writer.start()
         self.host = EngineHost(
@@ -140,37 +146,77 @@ class Node:
 
     # ------------------------------------------------------------------ keys
 
-    def _lookup_key(self, key_id: str) -> Ed25519PublicKey | None:
-        found = self.keys.get(key_id)
-        return None if found is None else found[1]
+    def knows_key(self, key_id: str) -> bool:
+        return key_id in self.keys
+
+    async def fetch_key(self, key_id: str) -> None:
+        """Nothing to do: every active key was loaded at start and is kept up to date here."""
 
     def user_of_key(self, key_id: str) -> int:
-        return self.keys[key_id][0]
+        return self.keys.user_of(key_id)
 
     async def _load_keys(self) -> None:
         assert self.db is not None
-        for key_id, user_id, pem in await queries.active_keys(self.db):
-            self.keys[key_id] = (user_id, load_public_key(pem))
+        await self.keys.load_all(self.db)
 
     def remember_key(self, key_id: str, user_id: int, pem: str) -> None:
-        self.keys[key_id] = (user_id, load_public_key(pem))
+        self.keys.remember(key_id, user_id, pem)
 
-    def forget_key(self, key_id: str) -> None:
-        self.keys.pop(key_id, None)
+    async def forget_key(self, key_id: str) -> None:
+        self.keys.forget(key_id)
 
-    def lock_for(self, user_id: int) -> asyncio.Lock:
+    async def check_replay(self, key_id: str, request: SignedRequest) -> None:
+        """Nothing to do: the verifier's replay guard sees every request of this one process."""
+
+    def demo_lock(self, user_id: int) -> asyncio.Lock:
         """A per-user lock, for read-check-write sequences such as demo claims."""
         return self.user_locks.setdefault(user_id, asyncio.Lock())
 
-    # ------------------------------------------------------------------ reading
+    # ------------------------------------------------------------------ the API's view
 
-    async def caught_up(self) -> None:
-        """Wait until SQL holds everything applied so far (read-your-writes)."""
+    @property
+    def ws_buffer_limit(self) -> int:
+        return self.config.ws_buffer_limit
+
+    @property
+    def hub(self) -> Hub:
+        return self.market_data.hub
+
+    def progress(self) -> int:
+        return 0 if self.host is None else self.host.applied_offset
+
+    def sql_lag(self) -> float:
+        if self.host is None or self.writer is None:
+            return 0.0
+        return float(self.host.applied_offset - (self.writer.durable_offset or 0))
+
+    async def state(self) -> dict[str, Any]:
+        assert self.host is not None
+        return {"offset": self.host.applied_offset, "stateHash": self.host.exchange.state_hash()}
+
+    async def submit(self, command: Command) -> Applied:
+        if self.host is None:
+            raise HostStopped("the exchange is not running")
+        return await self.host.submit(command)
+
+    async def sync_books(self, symbols: Iterable[str]) -> None:
+        """Nothing to wait for: the books are this process's engines."""
+
+    def book(self, symbol: str) -> MatchingEngine:
+        assert self.host is not None
+        return self.host.exchange.matching(symbol)
+
+    async def balances(self, user: int) -> dict[str, tuple[int, int]]:
+        assert self.host is not None
+        return self.host.exchange.accounts.balances(user)
+
+    async def caught_up(self, *symbols: str) -> None:
+        """Wait until SQL holds everything applied so far (read-your-writes), whatever the market."""
         assert self.host is not None and self.writer is not None
         await self.writer.wait_for(self.host.applied_offset)
 
 
-def _assets(markets: Mapping[str, MarketSpec]) -> dict[str, int]:
+def assets_of(markets: Mapping[str, MarketSpec]) -> dict[str, int]:
     """Every asset traded, with its decimals, in a stable order."""
     assets: dict[str, int] = {}
     for spec in markets.values():

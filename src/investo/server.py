@@ -1,4 +1,5 @@
-"""`investo up`: the whole exchange in one process (embedded mode).
+"""`investo up`: the whole exchange in one process (embedded mode); and `investo gateway`, the same
+HTTP API over a cluster (see :mod:`investo.cluster.gateway`).
 
 The node starts inside the HTTP server's lifespan: migrations, log, replay of
 the log tail (with a progress bar on a terminal), then the API answers. Unless
@@ -29,6 +30,7 @@ from investo.host import ReplayProgress
 from investo.markets import MarketSpec, load_markets
 from investo.node import Node, NodeConfig
 from investo.tasks import cancel_and_wait
+from investo.ws.protocol import UVICORN_OPTIONS
 
 
 @dataclass
@@ -41,7 +43,7 @@ class UpOptions:
     rate_limit_per_minute: int = 60_000
     orders_per_10s: int = 10_000
     log_level: str = "warning"
-    ws_queue_limit: int = 1_000
+    ws_buffer_limit: int = 1 << 20
     ws_ping_seconds: float = 20.0
     bots: bool = True  # run the built-in market makers and noise traders (investo.bots)
     database_url: str | None = None  # the SQL history (default: history.db in data_dir)
@@ -105,7 +107,7 @@ def build_app(options: UpOptions) -> FastAPI:
             markets=markets,
             database_url=options.database_url,
             snapshot_every=options.snapshot_every,
-            ws_queue_limit=options.ws_queue_limit,
+            ws_buffer_limit=options.ws_buffer_limit,
         )
     )
     limits = RateLimits.default(options.rate_limit_per_minute, options.orders_per_10s)
@@ -114,11 +116,7 @@ def build_app(options: UpOptions) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with replay_progress() as progress:
             replayed = await node.start(progress)
-        # Everything alive now lives as long as the process: keep it out of the garbage
-        # collector's full passes, which otherwise stall requests for tens of milliseconds.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 50, 100)  # fewer, cheaper young collections under load
+        freeze_heap()
         base = f"http://{options.host}:{options.port}"
         print(
             f"Investo is up: trading screen {base}/  API {base}/api/v3  "
@@ -139,17 +137,92 @@ def build_app(options: UpOptions) -> FastAPI:
     return app
 
 
-def run(options: UpOptions) -> None:
-    app = build_app(options)
+def freeze_heap() -> None:
+    """After start-up: everything alive now lives as long as the process. Keep it out of the
+    garbage collector's full passes, which otherwise stall requests for tens of milliseconds."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)  # fewer, cheaper young collections under load
+
+
+def serve(app: FastAPI, host: str, port: int, log_level: str, ws_ping_seconds: float) -> None:
     config = uvicorn.Config(
         app,
-        host=options.host,
-        port=options.port,
-        log_level=options.log_level,
+        host=host,
+        port=port,
+        log_level=log_level,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
-        ws_ping_interval=options.ws_ping_seconds,  # ping frames; a client that stops answering
-        ws_ping_timeout=options.ws_ping_seconds,  # within this time is dropped
+        **UVICORN_OPTIONS,  # frames built once, written straight to each connection
+        ws_ping_interval=ws_ping_seconds,  # ping frames; a client that stops answering
+        ws_ping_timeout=ws_ping_seconds,  # within this time is dropped
     )
     uvicorn.Server(config).run()
+
+
+def run(options: UpOptions) -> None:
+    serve(build_app(options), options.host, options.port, options.log_level, options.ws_ping_seconds)
+
+
+# --------------------------------------------------------------------------- investo gateway
+
+
+@dataclass
+class GatewayOptions:
+    redis_url: str
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    rate_limit_per_minute: int = 60_000
+    orders_per_10s: int = 10_000
+    log_level: str = "warning"
+    ws_buffer_limit: int = 1 << 20  # bytes a WebSocket client may leave unsent before it is dropped
+    ws_ping_seconds: float = 20.0
+    reply_timeout_s: float = 5.0
+
+
+def build_gateway_app(options: GatewayOptions) -> FastAPI:
+    """The API of ``investo up`` over a cluster: a :class:`~investo.cluster.gateway.GatewayNode`."""
+    from investo.cluster.gateway import GatewayConfig, GatewayNode
+    from investo.log.redis import redacted
+    from investo.store.db import redacted_url
+
+    node = GatewayNode(
+        GatewayConfig(
+            options.redis_url,
+            options.database_url,
+            ws_buffer_limit=options.ws_buffer_limit,
+            reply_timeout_s=options.reply_timeout_s,
+        )
+    )
+    limits = RateLimits.default(options.rate_limit_per_minute, options.orders_per_10s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await node.start()
+        freeze_heap()
+        topology = node.topology
+        assert topology is not None
+        base = f"http://{options.host}:{options.port}"
+        print(
+            f"Investo gateway {node.client.gateway_id} is up: API {base}/api/v3  "
+            f"user streams ws://{options.host}:{options.port}/ws/<listenKey> and /ws-api/v3  "
+            f"docs {base}/docs  cluster {redacted(options.redis_url)} (shard map version {topology.version}: "
+            f"{topology.matching_shards} matching, {topology.accounts_shards} accounts shards)  "
+            f"database {redacted_url(options.database_url)}",
+            flush=True,
+        )
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    app = create_app(node, limits)
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def run_gateway(options: GatewayOptions) -> None:
+    app = build_gateway_app(options)
+    serve(app, options.host, options.port, options.log_level, options.ws_ping_seconds)

@@ -1,4 +1,11 @@
-"""Fixtures of the end-to-end suite (the machinery is in harness.py)."""
+"""Fixtures of the end-to-end suite (the machinery is in harness.py).
+
+``server`` (one per module) is parametrised by ``deployment``: every test that uses it runs against
+the embedded ``investo up`` (``[embedded]``) and the distributed ``investo up --redis
+--database`` (``[distributed]``, marker ``distributed``; ``-m "not distributed"`` skips them).
+``make_server`` makes embedded servers, or servers of the test's ``deployment`` when the test
+asks for ``deployment`` too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import SYMBOL, SYMBOLS, Account, Api, BusyServer, Server, new_user, start_server
+from harness import SYMBOL, SYMBOLS, Account, Api, BusyServer, Server, new_user, server_class
+
+DEPLOYMENTS = ("embedded", pytest.param("distributed", marks=pytest.mark.distributed))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -28,13 +37,21 @@ def _kill_leftover_servers() -> Iterator[None]:
         server.stop()
 
 
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def deployment(request: pytest.FixtureRequest) -> str:
+    """How the servers of this test run: "embedded" or "distributed"."""
+    return str(request.param)
+
+
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """A factory of servers for one test (each killed at the test's end)."""
+def make_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """A factory of servers for one test (each killed at the test's end), of the test's ``deployment``."""
     made: list[Server] = []
+    wanted = request.getfixturevalue("deployment") if "deployment" in request.fixturenames else "embedded"
+    kind = server_class(wanted)
 
     def make(*args: str, start: bool = True) -> Server:
-        server = Server(tmp_path / f"data{len(made)}", *args)
+        server = kind(tmp_path / f"data{len(made)}", *args)
         made.append(server)
         return server.start() if start else server
 
@@ -44,11 +61,14 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for a whole module of read-mostly tests."""
-    running = start_server(tmp_path_factory)
-    yield running
-    running.stop()
+def server(tmp_path_factory: pytest.TempPathFactory, deployment: str) -> Iterator[Server]:
+    """One server for a whole module of read-mostly tests, in each deployment."""
+    running = server_class(deployment)(tmp_path_factory.mktemp(f"investo-{deployment}") / "data")
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture(scope="module")

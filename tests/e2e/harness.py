@@ -4,6 +4,10 @@
   ``/health`` to report ready, and can ``kill9()`` (SIGKILL), ``terminate()`` (SIGTERM, graceful)
   and ``restart()`` on the same data dir. The process's output goes to a file that every
   failure message quotes. Every process started here is killed by a finalizer (conftest.py).
+* :class:`DistributedServer` is the same API run distributed: ``investo up --redis --database``
+  (2 matching and 2 accounts shards, every role a process of its own behind one gateway) on a
+  fresh Redis namespace and a fresh Postgres database, both deleted when it stops. The suites
+  that take the ``server`` fixture run against both (ids ``[embedded]`` and ``[distributed]``).
 * :class:`Api` is a small synchronous HTTP client that returns raw responses (so tests can look
   at statuses, headers and error bodies) and signs requests exactly as a client would
   (:func:`investo.security.signing.sign_params`), with knobs to break the signature on purpose.
@@ -40,6 +44,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from investo.client import InvestoClient
 from investo.security.signing import API_KEY_HEADER, generate_key_pair, private_key_to_pem, sign_params
+from postgres_fixtures import fresh_database
+from redis_fixtures import redis_namespace_url
 
 READY_TIMEOUT_S = 20.0
 SYMBOL = "TATAINR"  # tick 0.05, lot 1, min notional 10, fees 10/20 bps (maker/taker)
@@ -87,6 +93,8 @@ class Server:
     """One `investo up` subprocess over a data dir that outlives it (see the module docstring)."""
 
     _all: ClassVar[list[Server]] = []  # every Server ever made, for the session's last-resort cleanup
+    deployment: ClassVar[str] = "embedded"
+    ready_timeout: ClassVar[float] = READY_TIMEOUT_S
 
     def __init__(self, data_dir: Path, *args: str, port: int | None = None) -> None:
         self.data_dir = data_dir
@@ -140,9 +148,10 @@ class Server:
             return ""
         return data[0 if all_runs else self._log_start :].decode("utf-8", errors="replace")
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
+    def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
         """Wait for ``/health`` to say ready; fail with the server's output otherwise."""
         assert self.proc is not None
+        timeout = timeout or self.ready_timeout
         deadline = time.monotonic() + timeout
         last = "no answer"
         while True:
@@ -193,16 +202,55 @@ class Server:
         return "\n".join(self.output(all_runs=True).splitlines()[-lines:])
 
 
+class DistributedServer(Server):
+    """`investo up --redis --database` on its own Redis namespace and Postgres database (module docstring)."""
+
+    deployment: ClassVar[str] = "distributed"
+    ready_timeout: ClassVar[float] = 90.0  # six processes start on a shared 2-core machine
+
+    def __init__(self, data_dir: Path, *args: str, port: int | None = None) -> None:
+        super().__init__(data_dir, *args, port=port)
+        self._resources = contextlib.ExitStack()
+        self.redis_url = self._resources.enter_context(redis_namespace_url())
+        self.database_url = self._resources.enter_context(fresh_database("investo_e2e"))
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(), "--redis", self.redis_url, "--database", self.database_url,
+            "--matching-shards", "2", "--accounts-shards", "2",
+        ]  # fmt: skip
+
+    def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
+        """The gateway is ready, and the supervisor has said so (its start-up line)."""
+        health = super().wait_ready(timeout)
+        deadline = time.monotonic() + 10
+        while "Investo is up (distributed)" not in self.output():
+            if time.monotonic() > deadline:
+                pytest.fail(f"no start-up line from investo up:\n{self.output()}")
+            time.sleep(0.05)
+        return health
+
+    def stop(self) -> None:
+        """Stop the whole run (in order, so nothing writes after its data is gone), then delete its data."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self._resources.close()
+
+
+def server_class(deployment: str) -> type[Server]:
+    return DistributedServer if deployment == "distributed" else Server
+
+
 class BusyServer(Server):
     """`investo up` with its built-in bots running: a busy market (for stream tests)."""
 
     def command(self) -> list[str]:
         return [arg for arg in super().command() if arg != "--no-bots"]
-
-
-def start_server(tmp_path_factory: pytest.TempPathFactory, *args: str, name: str = "investo") -> Server:
-    data_dir = tmp_path_factory.mktemp(name) / "data"
-    return Server(data_dir, *args).start()
 
 
 # --------------------------------------------------------------------------------------------

@@ -452,8 +452,10 @@ def test_api_key_refusals(api: Api, trader: Account) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_rate_limits(make_server: Callable[..., Server]) -> None:
+def test_rate_limits(make_server: Callable[..., Server], deployment: str) -> None:
+    """In both deployments (the distributed `investo up` passes the limits on to its gateway)."""
     limited = make_server("--rate-limit", "30", "--order-limit", "3")
+    assert limited.deployment == deployment
     client = Api(limited.base_url)
     try:
         account = new_user(limited.base_url)  # 2 requests

@@ -893,14 +893,22 @@ def test_keys_list_add_revoke(api: Api, make_user: MakeUser) -> None:
     assert api.call("GET", "/api/v3/account", second)["uid"] == account.user_id
 
 
-def test_state_endpoint(api: Api, make_user: MakeUser) -> None:
+def test_state_endpoint(server: Server, api: Api, make_user: MakeUser) -> None:
     account = make_user()
     before = api.state()
-    assert set(before) == {"offset", "stateHash"} and type(before["offset"]) is int
-    assert re.fullmatch(r"[0-9a-f]{64}", before["stateHash"])
+    distributed = server.deployment == "distributed"
+    assert set(before) == {"offset", "stateHash", *(["shards"] if distributed else [])}
+    assert type(before["offset"]) is int and re.fullmatch(r"[0-9a-f]{64}", before["stateHash"])
     api.limit(account, "BUY", "1", "500")
     after = api.state()
-    assert after["offset"] == before["offset"] + 1 and after["stateHash"] != before["stateHash"]
+    # embedded: one command in the log; distributed: the order on its accounts shard, then its matching shard
+    assert after["offset"] == before["offset"] + (2 if distributed else 1)
+    assert after["stateHash"] != before["stateHash"]
+    if distributed:  # the sum of the shards' offsets, and each shard's own hash
+        assert sum(s["offset"] for s in after["shards"]) == after["offset"]
+        pairs = zip(before["shards"], after["shards"], strict=True)
+        changed = [(s["role"], s["shard"]) for s, t in pairs if s != t]
+        assert changed == [("accounts", account.user_id % 2), ("matching", 0)]  # TATAINR: shard 0
     assert ok(api.get("/health"))["offset"] == after["offset"]
 
 

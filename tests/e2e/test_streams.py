@@ -333,6 +333,8 @@ def test_bench_ws_prints_figures_against_a_running_server(busy: Server, busy_api
 
     result = ws_bench.run(busy.base_url, clients=20, rate=20, seconds=2.0, users=2, processes=2)
     assert result.connected == 20 and result.orders_ok > 0
-    assert result.messages > 0 and result.latencies_ms and result.single_messages > 0
+    assert result.messages > 0 and result.latencies_ms and result.many.fan_out_ms
+    assert result.single.messages > 0 and result.single.gaps == 0  # every message parsed, none lost
     lines = result.lines()
     assert lines[1].startswith("messages_per_sec=") and "p99=" in lines[2]
+    assert lines[4].startswith("single_client_messages_per_sec=")

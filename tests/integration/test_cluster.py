@@ -201,8 +201,8 @@ async def test_replicas_follow_the_engines_to_the_same_state_and_see_the_publish
             server_url,
             topology,
             *key,
-            on_step=lambda offset, step, key=key: seen.setdefault(key, []).append(
-                (offset, list(step.output))
+            on_batch=lambda batch, key=key: seen.setdefault(key, []).extend(
+                (offset, list(step.output)) for offset, _, step in batch
             ),
         )
         for key in topology.every_output()
@@ -296,6 +296,42 @@ async def test_a_second_engine_for_the_same_shard_is_fenced(cluster: tuple[str, 
     finally:
         await first.close()
         await second.close()
+
+
+async def test_answers_go_out_once_with_the_publish_and_never_from_a_fenced_engine(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    from investo.cluster.records import ENCODER, REPLIES_DECODER, Envelope
+
+    url, topology = cluster
+    server_url = topo.split_url(url)[0]
+    channel = topology.reply_channel("answers-test")
+    listener = aioredis.Redis.from_url(server_url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(channel)
+    first = ShardEngine(server_url, topology, "accounts", 0)
+    second = ShardEngine(server_url, topology, "accounts", 0)
+    try:
+        await first.recover()
+        await second.recover()
+        deposits = [ENCODER.encode(Envelope(Deposit(1, 2, "INR", 100 + n), channel, n)) for n in (1, 2)]
+        await first.input.append(deposits)
+        await first.process(await first.input.read(0, 10))
+        with pytest.raises(Fenced):
+            await second.process(await second.input.read(0, 10))
+        messages = []
+        deadline = asyncio.get_running_loop().time() + 1.0
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            if message is not None:
+                messages.append(REPLIES_DECODER.decode(message["data"]))
+        assert [[reply.corr for reply in replies] for replies in messages] == [[1, 2]]  # one batch, once
+        assert first.stats.replies == 2 and second.stats.replies == 0
+    finally:
+        await first.close()
+        await second.close()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()
 
 
 async def test_a_command_nobody_answers_is_status_unknown(cluster: tuple[str, topo.Topology]) -> None:

@@ -534,3 +534,34 @@ async def test_redis_append_refuses_to_reuse_offsets_if_the_counter_is_lost(redi
         with pytest.raises(LogError, match="refusing to reuse"):
             await log.append([b"c", b"d"])
         assert await log.read(0, 10) == [(1, b"a"), (2, b"b")]
+
+
+async def test_redis_read_or_wait_returns_waiting_entries_at_once_and_new_ones_when_they_come(
+    redis_backend: Backend,
+) -> None:
+    async with redis_backend.open() as log, redis_backend.open() as writer:
+        assert isinstance(log, RedisLog)
+        await writer.append([b"a", b"b", b"c"])
+        began = asyncio.get_running_loop().time()
+        assert await log.read_or_wait(0, 2, 5_000) == [(1, b"a"), (2, b"b")]
+        assert await log.read_or_wait(2, 10, 5_000) == [(3, b"c")]
+        assert asyncio.get_running_loop().time() - began < 2  # did not wait: entries were there
+        assert await log.read_or_wait(3, 10, 50) == []  # nothing new within 50 ms
+        waiting = asyncio.create_task(log.read_or_wait(3, 10, 5_000))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await writer.append([b"d", b"e"])
+        assert await asyncio.wait_for(waiting, 5) == [(4, b"d"), (5, b"e")]
+
+
+async def test_redis_read_or_wait_reports_a_trimmed_position(redis_backend: Backend) -> None:
+    async with redis_backend.open() as log:
+        assert isinstance(log, RedisLog)
+        await log.append([b"a", b"b", b"c", b"d"])
+        await log.save_snapshot(2, b"state")
+        await log.trim(3)
+        with pytest.raises(LogTrimmedError):
+            await log.read_or_wait(1, 10, 50)  # entry 2 is gone: the reader needs the snapshot
+        assert await log.read_or_wait(2, 10, 50) == [(3, b"c"), (4, b"d")]
+        with pytest.raises(ValueError):
+            await log.read_or_wait(0, 0, 50)

@@ -44,7 +44,7 @@ from investo.core.messages import (
 )
 from investo.host import Applied
 from investo.markets import MarketSpec, load_markets
-from investo.store import queries
+from investo.store import bulk, queries
 from investo.store.db import async_url, make_engine
 from investo.store.migrate import alembic_config, current_revision, upgrade, upgrade_async
 from investo.store.models import INTERVALS, OPEN_STATUS_SQL, Base, LedgerEntry, Order, OrderUpdate, Trade
@@ -700,6 +700,46 @@ async def test_batches_queued_together_are_written_in_one_transaction(
     await writer.stop()
 
 
+async def test_a_lingering_writer_gathers_what_is_queued_meanwhile_into_one_transaction(
+    engine: AsyncEngine, script: Script
+) -> None:
+    applied = script.session.applied
+    writer = HistoryWriter(engine, load_markets(None), linger_s=0.5)
+    await writer.load_progress()
+    writer.start()
+    for batch in batches(applied, 3):  # arriving over 0.1 s, within one linger
+        writer.on_applied(batch)
+        await asyncio.sleep(0.1 / len(applied))
+    await writer.flush()
+    assert writer.stats.transactions == 1 and writer.stats.commands == len(applied)
+    await writer.stop()
+    assert await table_counts(engine) == await table_counts_of_one_writer(applied)
+
+
+async def test_a_lingering_writer_does_not_wait_once_a_full_transaction_is_queued(
+    engine: AsyncEngine, script: Script
+) -> None:
+    applied = script.session.applied
+    writer = HistoryWriter(engine, load_markets(None), linger_s=60, max_commands=len(applied) // 2)
+    await writer.load_progress()
+    writer.start()
+    writer.on_applied(applied)
+    await asyncio.wait_for(writer.flush(), 10)  # two full transactions, no lingering
+    assert writer.stats.transactions == 2
+    await writer.stop()
+
+
+def test_the_row_layouts_name_every_column_of_their_tables() -> None:
+    for layout, table in (
+        (bulk.ORDER_COLUMNS, bulk.ORDERS),
+        (bulk.UPDATE_COLUMNS, bulk.ORDER_UPDATES),
+        (bulk.TRADE_COLUMNS, bulk.TRADES),
+        (bulk.LEDGER_COLUMNS, bulk.LEDGER),
+        (bulk.CANDLE_COLUMNS, bulk.CANDLES),
+    ):
+        assert sorted(layout) == sorted(table.columns.keys()), table.name
+
+
 async def test_wait_for_returns_after_commit_and_fails_when_stopped(
     engine: AsyncEngine, script: Script
 ) -> None:
@@ -840,6 +880,42 @@ async def test_amounts_wider_than_64_bits_are_exact_on_postgres(postgres_url: st
             assert (ticker.quote_volume, ticker.volume, ticker.count) == (total, 3 * qty, 3)
             assert_exact_types(ticker)
         assert (await queries.ledger_balances(db, BOB))["INR"] == total
+    finally:
+        await db.dispose()
+
+
+async def test_the_postgres_writer_reconnects_when_its_connection_is_killed(
+    postgres_url: str, script: Script
+) -> None:
+    """A lost connection (a restarted or failing server) costs a retry, not a row twice or missing."""
+    applied = script.session.applied
+    await upgrade_async(postgres_url)
+    db = make_engine(postgres_url)
+    try:
+        writer = HistoryWriter(db, load_markets(None), retry_seconds=0.05)
+        await writer.load_progress()
+        writer.start()
+        half = len(applied) // 2
+        writer.on_applied(applied[:half])
+        await asyncio.wait_for(writer.flush(), 10)
+        killed = 0
+        for _ in range(50):  # (a fresh backend may not be listed yet: look again)
+            async with db.connect() as conn:  # every other connection to this database
+                killed = await conn.scalar(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            if killed:
+                break
+            await asyncio.sleep(0.1)
+        assert killed and killed >= 1
+        writer.on_applied(applied[half:])
+        await asyncio.wait_for(writer.flush(), 10)
+        await writer.stop()
+        # (whether asyncpg noticed the loss first or the next write failed and was retried)
+        assert await table_counts(db) == await table_counts_of_one_writer(applied)
     finally:
         await db.dispose()
 

@@ -23,6 +23,9 @@ import pytest
 import uvicorn
 import websockets
 from fastapi import FastAPI
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Frame, Opcode
+from websockets.uri import parse_uri
 
 from investo.api.app import create_app
 from investo.api.limits import RateLimits
@@ -31,6 +34,7 @@ from investo.core.messages import Deposit, OrderType, PlaceOrder, Side, StpMode,
 from investo.markets import load_markets
 from investo.node import Node, NodeConfig
 from investo.security.signing import generate_key_pair
+from investo.ws.protocol import UVICORN_OPTIONS
 
 SYMBOL = "TATAINR"
 
@@ -57,8 +61,10 @@ class Running:
 
 
 @asynccontextmanager
-async def serve(tmp_path: Path, queue_limit: int = 1_000) -> AsyncIterator[Running]:
-    node = Node(NodeConfig(data_dir=tmp_path, markets=load_markets(None), ws_queue_limit=queue_limit))
+async def serve(
+    tmp_path: Path, buffer_limit: int = 1 << 20, ws_options: dict[str, Any] = UVICORN_OPTIONS
+) -> AsyncIterator[Running]:
+    node = Node(NodeConfig(data_dir=tmp_path, markets=load_markets(None), ws_buffer_limit=buffer_limit))
     app = create_app(node, RateLimits.default(10**7, 10**7))
 
     @asynccontextmanager
@@ -71,7 +77,8 @@ async def serve(tmp_path: Path, queue_limit: int = 1_000) -> AsyncIterator[Runni
 
     app.router.lifespan_context = lifespan
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    options = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "on", **ws_options}
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -262,7 +269,7 @@ async def test_subscribe_unsubscribe_list_and_errors(running: Running) -> None:
 
 
 async def test_a_client_that_never_reads_is_dropped_without_delaying_a_fast_one(tmp_path: Path) -> None:
-    async with serve(tmp_path, queue_limit=32) as running:
+    async with serve(tmp_path, buffer_limit=16_384) as running:
         host = running.node.host
         assert host is not None
         for user in (1, 2):
@@ -272,25 +279,17 @@ async def test_a_client_that_never_reads_is_dropped_without_delaying_a_fast_one(
             await host.submit(_order(1, Side.SELL, 20_000 + i, 5))
             await host.submit(_order(2, Side.BUY, 18_000 - i, 5))
 
-        # The slow client: a tiny receive buffer and a reader that never reads.
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", running.port))
-        sock.setblocking(False)
-        _, writer = await asyncio.open_connection(sock=sock, limit=1024)
+        # The slow client: a tiny receive buffer and a reader that never reads (until the end).
         slow_streams = "/".join(
             f"tatainr@{s}" for s in ("depth20", "depth10", "depth", "trade", "bookTicker")
         )
-        writer.write(
-            f"GET /stream?streams={slow_streams} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        await writer.drain()
+        slow = RawClient(f"{running.ws}/stream?streams={slow_streams}")
+        await slow.open()
         fast = Reader(await websockets.connect(f"{running.ws}/ws/tatainr@trade"))
         clients = running.app.state.ws_clients
         while len(clients) < 2:
             await asyncio.sleep(0.01)
+        slow_client = next(c for c in clients if len(c.streams) == 5)
 
         trades = 0
         worst = 0.0
@@ -312,8 +311,112 @@ async def test_a_client_that_never_reads_is_dropped_without_delaying_a_fast_one(
         assert worst < 1.0  # the engine never waited on the slow client
         assert len(clients) == 1
         assert not any(s.startswith("tatainr@depth20") for s in running.node.market_data.hub.streams())
+        assert slow_client.dropped == "client too slow: more than 16384 bytes unsent"
+
+        # What the slow client finally reads: whole frames, then the close frame with the reason.
+        frames = await slow.read_to_close()
+        assert frames[-1].opcode == Opcode.CLOSE
+        close = Close.parse(frames[-1].data)
+        assert (close.code, close.reason) == (1008, slow_client.dropped)
+        assert all(f.opcode == Opcode.TEXT for f in frames[:-1])
+        assert orjson.loads(frames[0].data)["stream"].startswith("tatainr@")
         await fast.close()
-        writer.close()
+
+
+class RawClient:
+    """A WebSocket client over a socket with a 4 KiB receive buffer that reads only when told.
+
+    The handshake and the frames it finally reads go through the ``websockets`` library's
+    sans-I/O client protocol.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.protocol = ClientProtocol(parse_uri(url))
+        self.url = url
+
+    async def open(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        uri = parse_uri(self.url)
+        sock.connect((uri.host, uri.port))
+        sock.setblocking(False)
+        self.reader, self.writer = await asyncio.open_connection(sock=sock, limit=1024)
+        self.protocol.send_request(self.protocol.connect())
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+        await self.writer.drain()
+
+    async def read_to_close(self, timeout: float = 20) -> list[Frame]:
+        """Read until a close frame (or the end); every data and close frame received."""
+        frames: list[Frame] = []
+        deadline = time.monotonic() + timeout
+        while not frames or frames[-1].opcode != Opcode.CLOSE:
+            data = await asyncio.wait_for(self.reader.read(65_536), deadline - time.monotonic())
+            if not data:
+                break
+            self.protocol.receive_data(data)
+            frames += [e for e in self.protocol.events_received() if isinstance(e, Frame)]
+        self.writer.close()
+        return frames
+
+
+async def test_messages_of_one_pass_go_out_in_one_write_per_client(running: Running) -> None:
+    hub = running.node.market_data.hub
+    flusher = running.app.state.ws.flusher
+    raw = Reader(await websockets.connect(f"{running.ws}/ws/tatainr@trade"))
+    combined = Reader(await websockets.connect(f"{running.ws}/stream?streams=tatainr@trade/tatainr@depth"))
+    while len(running.app.state.ws_clients) < 2:
+        await asyncio.sleep(0.01)
+    writes = flusher.writes
+    for t in range(1, 6):  # one event-loop pass, as a batch of the engine host publishes
+        hub.publish("tatainr@trade", {"e": "trade", "t": t})
+    hub.publish("tatainr@depth", {"e": "depthUpdate", "u": 1})
+    got_raw = await raw.wait_for(lambda got: len(got) >= 5)
+    got_combined = await combined.wait_for(lambda got: len(got) >= 6)
+    assert flusher.writes == writes + 2  # one write each
+    assert [m["t"] for m in got_raw] == [1, 2, 3, 4, 5]
+    assert [m["stream"] for m in got_combined] == ["tatainr@trade"] * 5 + ["tatainr@depth"]
+    assert [m["data"] for m in got_combined][-1] == {"e": "depthUpdate", "u": 1}
+    await raw.close()
+    await combined.close()
+
+
+async def test_without_the_fanout_protocol_a_client_is_told_why_and_closed(tmp_path: Path) -> None:
+    async with serve(tmp_path, ws_options={}) as running:  # uvicorn's own protocol
+        async with websockets.connect(f"{running.ws}/ws/tatainr@trade") as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1011 and "UVICORN_OPTIONS" in closed.value.rcvd.reason
+        assert len(running.app.state.ws_clients) == 0
+
+
+async def test_the_server_pings_and_drops_a_client_that_stops_answering(tmp_path: Path) -> None:
+    pings = {**UVICORN_OPTIONS, "ws_ping_interval": 0.2, "ws_ping_timeout": 0.3}
+    async with serve(tmp_path, ws_options=pings) as running:
+        silent = RawClient(f"{running.ws}/ws/tatainr@trade")  # answers no ping
+        await silent.open()
+        answering = Reader(await websockets.connect(f"{running.ws}/ws/tatainr@trade"))  # pongs
+        frames = await silent.read_to_close(timeout=10)
+        assert Opcode.PING in [f.opcode for f in frames]
+        assert frames[-1].opcode == Opcode.CLOSE
+        close = Close.parse(frames[-1].data)
+        assert (close.code, close.reason) == (1011, "keepalive ping timeout")
+        clients = running.app.state.ws_clients
+        deadline = time.monotonic() + 5
+        while len(clients) > 1:
+            assert time.monotonic() < deadline, "the silent client was never released"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)  # several ping rounds: the answering client stays
+        assert len(clients) == 1 and answering.ws.state is websockets.State.OPEN
+        await answering.close()
+
+
+def test_the_gateway_alone_feeds_one_client_in_sequence() -> None:
+    """`investo bench ws`'s single-client part: a real gateway process and a real client."""
+    from investo.bench import ws_bench
+
+    result = ws_bench.single_client(seconds=1.0, burst=20)
+    assert result.messages > 1_000 and result.gaps == 0 and result.rate > 0
 
 
 def _order(user: int, side: Side, price: int, qty: int) -> PlaceOrder:

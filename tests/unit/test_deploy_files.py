@@ -83,7 +83,7 @@ def _check_cluster(commands: list[tuple[str, dict[str, Any]]], init: dict[str, A
     return Counter(name for name, _ in commands)
 
 
-def test_procfile_runs_one_engine_per_shard_and_two_db_writers() -> None:
+def test_procfile_runs_one_engine_per_shard_two_db_writers_and_two_gateways() -> None:
     commands = []
     names = []
     init = None
@@ -101,8 +101,9 @@ def test_procfile_runs_one_engine_per_shard_and_two_db_writers() -> None:
     assert len(names) == len(set(names))
     assert init is not None, "the Procfile says how to run `investo cluster init`"
     assert init["matching_shards"] == 2 and init["accounts_shards"] == 2
-    assert _check_cluster(commands, init) == {"engine": 4, "dbwriter": 2}
+    assert _check_cluster(commands, init) == {"engine": 4, "dbwriter": 2, "gateway": 2}
     assert all(p["redis"] == CLUSTER_ENV["INVESTO_REDIS"] for _, p in commands)
+    assert len({p["port"] for name, p in commands if name == "gateway"}) == 2
 
 
 def _unit(path: Path) -> dict[str, list[str]]:
@@ -116,8 +117,12 @@ def _unit(path: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize(
-    "unit", ["investo-accounts@.service", "investo-matching@.service", "investo-dbwriter@.service"]
-)
+    "unit",
+    [
+        "investo-accounts@.service", "investo-matching@.service", "investo-dbwriter@.service",
+        "investo-gateway@.service",
+    ],
+)  # fmt: skip
 def test_systemd_units_run_existing_commands(unit: str) -> None:
     settings = _unit(SYSTEMD / unit)
     (exec_start,) = settings["ExecStart"]
@@ -132,6 +137,8 @@ def test_systemd_units_run_existing_commands(unit: str) -> None:
         assert unit == f"investo-{params['role']}@.service"
         assert "%i" in exec_start and params["shard"] == 1  # the instance is the shard
         assert settings["RestartPreventExitStatus"] == ["3"]  # fenced: another engine runs it
+    elif name == "gateway":
+        assert "%i" in exec_start and params["port"] == 1  # the instance is the port
     else:
         assert name == "dbwriter"
     assert (SYSTEMD / "investo.target").exists()
@@ -141,7 +148,7 @@ def test_docker_compose_services() -> None:
     yaml = pytest.importorskip("yaml", reason="PyYAML is not installed: docker-compose.yml not parsed")
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"redis", "postgres", "init", "dbwriter-1", "dbwriter-2"} <= set(services)
+    assert {"redis", "postgres", "init", "dbwriter-1", "dbwriter-2", "gateway"} <= set(services)
     assert services["redis"]["image"].startswith("redis:7")
     assert services["postgres"]["image"].startswith("postgres:1")
     assert int(services["postgres"]["image"].split(":")[1].split(".")[0]) >= 15
@@ -172,7 +179,8 @@ def test_docker_compose_services() -> None:
             assert service["depends_on"]["init"] == {"condition": "service_completed_successfully"}
             commands.append(parsed)
     assert init is not None
-    assert _check_cluster(commands, init) == {"engine": 4, "dbwriter": 2}
+    assert _check_cluster(commands, init) == {"engine": 4, "dbwriter": 2, "gateway": 1}
+    assert services["gateway"]["ports"] == ["127.0.0.1:8000:8000"]
 
 
 def test_dockerfile_installs_the_repository_with_its_constraints() -> None:

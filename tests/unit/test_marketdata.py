@@ -188,26 +188,38 @@ def test_kline_from_exchange_trades() -> None:
 
 
 class Sink:
+    """A subscriber that keeps the frames it is pushed, and the payloads."""
+
     def __init__(self, combined: bool) -> None:
         self.combined = combined
-        self.got: list[str] = []
+        self.got: list[bytes] = []
+        self.payloads: list[bytes] = []
 
-    def push(self, text: str) -> None:
-        self.got.append(text)
+    def push(self, frame: bytes, payload: bytes) -> None:
+        self.got.append(frame)
+        self.payloads.append(payload)
+
+    def messages(self) -> list[object]:
+        return [orjson.loads(frame[2:]) for frame in self.got]  # short frames: a 2-byte header
 
 
-def test_hub_serialises_once_and_wraps_for_combined_subscribers() -> None:
+def test_hub_serialises_and_frames_once_and_wraps_for_combined_subscribers() -> None:
     hub = Hub()
-    raw, combined, other = Sink(False), Sink(True), Sink(True)
-    hub.subscribe("a@trade", raw)
-    hub.subscribe("a@trade", combined)
-    hub.subscribe("a@trade", other)
+    raw, other_raw, combined, other = Sink(False), Sink(False), Sink(True), Sink(True)
+    for sink in (raw, other_raw, combined, other):
+        hub.subscribe("a@trade", sink)
     assert not hub.wants("b@trade")
     hub.publish("a@trade", {"x": 1})
-    assert orjson.loads(raw.got[0]) == {"x": 1}
-    assert orjson.loads(combined.got[0]) == {"stream": "a@trade", "data": {"x": 1}}
-    assert combined.got[0] is other.got[0]  # one wrapped string for every combined subscriber
+    assert raw.got[0] == b"\x81\x07" + b'{"x":1}'  # an unmasked final text frame
+    assert raw.messages() == [{"x": 1}] and raw.payloads == [b'{"x":1}']
+    assert raw.got[0] is other_raw.got[0]  # one frame object for every raw subscriber
+    assert combined.messages() == [{"stream": "a@trade", "data": {"x": 1}}]
+    assert combined.payloads == [b'{"x":1}']  # the unwrapped payload, for re-wrapping subscribers
+    assert combined.got[0] is other.got[0]  # one wrapped frame for every combined subscriber
     hub.unsubscribe("a@trade", raw)
     hub.publish_many(["a@trade", "b@trade"], [1])
     assert len(raw.got) == 1 and len(combined.got) == 2
-    assert hub.published == 2
+    hub.publish_json("a@trade", b'{"y":2}')  # already serialised elsewhere (a gateway fed from outside)
+    assert other_raw.messages()[-1] == {"y": 2}
+    assert combined.messages()[-1] == {"stream": "a@trade", "data": {"y": 2}}
+    assert hub.published == 3

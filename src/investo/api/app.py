@@ -1,10 +1,21 @@
 """The HTTP application: Binance spot v3 REST and WebSocket streams, Investo's own endpoints,
 health and metrics.
 
-``create_app(node)`` builds a FastAPI app around a :class:`~investo.node.Node`.
+``create_app(node)`` builds the app around an :class:`~investo.api.nodes.ApiNode`: the
+embedded :class:`~investo.node.Node` (``investo up``) or a cluster's
+:class:`~investo.cluster.gateway.GatewayNode` (``investo gateway``).
 Every error leaves as Binance's ``{"code": …, "msg": …}`` with its HTTP status;
 a request that would otherwise fail unexpectedly is logged and answered with
 -1000, so a client always gets JSON it can parse.
+
+Serving path of an HTTP request: uvicorn → :class:`Guard` (rate limits, metrics,
+last-resort errors) → the API's own routes, looked up in a ``(path, method)`` table
+(:class:`InvestoApp`), or, for anything else (``/docs``, the trading screen, 404/405),
+FastAPI's whole stack. Our endpoints read their parameters by hand (Binance's rules and
+errors, and the raw bytes a signature covers), so FastAPI's per-request work
+(middleware layers, dependency solving, validation, serialisation) would only cost time:
+about a third of a signed order's CPU. The FastAPI routes stay, unreachable for the
+methods the table answers, to describe the API in OpenAPI at ``/docs``.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -29,15 +40,15 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import investo
 from investo.api import cancel_replace, errors, investo_routes, public, sapi, trading, user_stream, ws_api
 from investo.api.limits import RateLimits
+from investo.api.nodes import ApiNode, NotCaughtUp
 from investo.api.ui import WebUi
-from investo.node import Node
-from investo.ws import mount_ws
+from investo.ws.gateway import mount_ws
 
 log = logging.getLogger("investo.api")
 
@@ -55,7 +66,7 @@ class FastJSON(JSONResponse):
 class Metrics:
     """Prometheus metrics of one node (a registry of its own, so tests can run many)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ApiNode) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("investo_http_requests", "HTTP requests", ["path", "status"], registry=r)
@@ -77,7 +88,7 @@ class Metrics:
         self.trades = Counter("investo_trades", "Trades executed", registry=r)
         self.log_lag = Gauge("investo_log_lag", "Applied commands not yet in the SQL history", registry=r)
         self.ws_clients = Gauge("investo_websocket_clients", "Open WebSocket clients", registry=r)
-        self.log_lag.set_function(lambda: _lag(node))
+        self.log_lag.set_function(node.sql_lag)
 
     def observe_batch(self, commands: int, commit_s: float, apply_s: float) -> None:
         self.commit.observe(commit_s)
@@ -85,21 +96,15 @@ class Metrics:
         self.commands.inc(commands)
 
 
-def _lag(node: Node) -> float:
-    if node.host is None or node.writer is None:
-        return 0.0
-    return float(node.host.applied_offset - (node.writer.durable_offset or 0))
-
-
 class Guard:
-    """Pure ASGI middleware around every HTTP request: rate limits, metrics, last-resort errors.
+    """Pure ASGI wrapper around every HTTP request: rate limits, metrics, last-resort errors.
 
     (Starlette's ``@app.middleware("http")`` would spawn a task per request; this costs
-    a function call.) Latency is observed per known route; any other path counts as
-    "other", so unknown paths cannot grow the metrics without bound.
+    a function call.) Latency is observed per known route (``routes``); any other path
+    counts as "other", so unknown paths cannot grow the metrics without bound.
     """
 
-    def __init__(self, app: ASGIApp, node: Node, limits: RateLimits, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, node: ApiNode, limits: RateLimits, metrics: Metrics) -> None:
         self.app = app
         self.node = node
         self.limits = limits
@@ -129,6 +134,9 @@ class Guard:
         except errors.ApiError as error:
             status = error.status
             await _error_response(error)(scope, receive, send)
+        except NotCaughtUp as error:
+            status = 503
+            await _error_response(errors.service_unavailable(str(error)))(scope, receive, send)
         except Exception:
             log.exception("unexpected error in %s %s", scope["method"], path)
             if not sent:
@@ -143,9 +151,6 @@ class Guard:
             self.metrics.orders.inc()
 
     def _observe(self, scope: Scope, path: str, status: int, elapsed: float) -> None:
-        if not self.routes:
-            app = scope.get("app")
-            self.routes = {getattr(r, "path", "") for r in getattr(app, "routes", [])}
         route = path if path in self.routes else "other"
         self.metrics.gateway.labels(route).observe(elapsed)
         self.metrics.requests.labels(route, str(status)).inc()
@@ -160,8 +165,37 @@ class Guard:
             )
 
 
-def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
-    app = FastAPI(
+PlainEndpoint = Callable[[Request], Awaitable[Response]]
+
+
+class InvestoApp(FastAPI):
+    """FastAPI with a fast lane: the API's routes answered from a table (module docstring).
+
+    Every HTTP request passes :attr:`guard` once; the guard then calls :meth:`dispatch`.
+    WebSocket and lifespan events go straight to FastAPI.
+    """
+
+    guard: Guard | None = None
+    plain_routes: dict[tuple[str, str], PlainEndpoint]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.guard is not None:
+            await self.guard(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.plain_routes.get((scope["path"], scope["method"]))
+        if endpoint is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        response = await endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def create_app(node: ApiNode, limits: RateLimits | None = None) -> InvestoApp:
+    app = InvestoApp(
         title="Investo",
         version=investo.__version__,
         description="A real-time exchange speaking Binance's spot API v3. Signed endpoints take Ed25519 "
@@ -179,6 +213,10 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
     async def api_error(request: Request, error: errors.ApiError) -> Response:
         return _error_response(error)
 
+    @app.exception_handler(NotCaughtUp)
+    async def not_caught_up(request: Request, error: NotCaughtUp) -> Response:
+        return _error_response(errors.service_unavailable(str(error)))
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> Response:
         return _error_response(errors.ApiError(-1100, "Illegal characters found in a parameter."))
@@ -188,7 +226,6 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
         msg = {404: "Not found.", 405: "Method not allowed."}.get(error.status_code, str(error.detail))
         return _error_response(errors.ApiError(-1000, msg, error.status_code))
 
-    app.add_middleware(Guard, node=node, limits=rate_limits, metrics=metrics)
     routers = [
         public.router(node),
         trading.router(node),
@@ -199,22 +236,22 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
     ]
     for router in routers:
         app.include_router(router)
-    mount_ws(
+    connections = mount_ws(
         app,
-        node.market_data.hub,
+        node.hub,
         lambda: node.stream_names,
-        queue_limit=node.config.ws_queue_limit,
+        buffer_limit=node.ws_buffer_limit,
         on_count=metrics.ws_clients.set,
     )
-    ws_api.mount(app, node)
+    ws_api.mount(app, node, connections)
 
     @app.get("/health", tags=["operations"])
     async def health() -> Any:
         """Liveness (the process answers) and readiness (engines recovered, taking orders)."""
-        ready = node.ready and node.host is not None
+        ready = node.ready
         body: dict[str, Any] = {"status": "ok" if ready else "starting", "live": True, "ready": ready}
-        if ready and node.host is not None:
-            body["offset"] = node.host.applied_offset
+        if ready:
+            body["offset"] = node.progress()
         return FastJSON(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"])
@@ -223,36 +260,38 @@ def create_app(node: Node, limits: RateLimits | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.router.default = WebUi(app.router.default)  # the trading screen at / (investo.api.ui)
-    _serve_plainly(app, routers)
+    every_route = [*app.routes, *(route for router in routers for route in router.routes)]
+    app.plain_routes = _plain_routes(every_route)
+    app.guard = Guard(app.dispatch, node, rate_limits, metrics)
+    app.guard.routes = {path for route in every_route if (path := getattr(route, "path", ""))}
     return app
 
 
-def _serve_plainly(app: FastAPI, routers: list[APIRouter]) -> None:
-    """Answer each API route through a plain Starlette route placed in front of it.
+def _plain_routes(routes: list[BaseRoute]) -> dict[tuple[str, str], PlainEndpoint]:
+    """``(path, method) → endpoint`` for every API route that reads its parameters by hand.
 
-    Our endpoints read their parameters by hand (Binance's rules and errors, and the raw
-    bytes a signature covers), so FastAPI's per-request work (dependency solving,
-    validation, response serialisation) only costs time: about a third of a signed
-    order's CPU. The FastAPI routes stay behind, unreachable, to describe the API in
-    OpenAPI at ``/docs``.
+    Only routes with fixed paths qualify (the table is an exact lookup); FastAPI still
+    answers HEAD, OPTIONS and anything with path parameters.
     """
-    plain: list[BaseRoute] = []
-    for route in (r for router in routers for r in router.routes):
-        if isinstance(route, APIRoute):
-            params = list(inspect.signature(route.endpoint).parameters)
-            if params in ([], ["request"]):
-                plain.append(
-                    Route(route.path, _plain_endpoint(route.endpoint, bool(params)), methods=route.methods)
-                )
-    app.router.routes[:0] = plain
+    table: dict[tuple[str, str], PlainEndpoint] = {}
+    for route in routes:
+        if not isinstance(route, APIRoute) or route.param_convertors:
+            continue
+        params = list(inspect.signature(route.endpoint).parameters)
+        if params in ([], ["request"]):
+            for method in route.methods or ():
+                table[(route.path, method)] = _plain_endpoint(route.endpoint, bool(params))
+    return table
 
 
-def _plain_endpoint(endpoint: Callable[..., Awaitable[Any]], takes_request: bool) -> Callable[[Request], Any]:
+def _plain_endpoint(endpoint: Callable[..., Awaitable[Any]], takes_request: bool) -> PlainEndpoint:
     async def answer(request: Request) -> Response:
         try:
             result = await (endpoint(request) if takes_request else endpoint())
         except errors.ApiError as error:
             return _error_response(error)
+        except NotCaughtUp as error:
+            return _error_response(errors.service_unavailable(str(error)))
         return result if isinstance(result, Response) else FastJSON(result)
 
     return answer

@@ -36,8 +36,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from investo.api import errors, trading
+from investo.api.nodes import ApiNode
 from investo.api.signed import param_docs, verify
-from investo.node import Node
 
 PATH = "/api/v3/order/cancelReplace"
 MODES = ("STOP_ON_FAILURE", "ALLOW_FAILURE")
@@ -48,7 +48,7 @@ PARAMS = (
 )  # fmt: skip
 
 
-def router(node: Node) -> APIRouter:
+def router(node: ApiNode) -> APIRouter:
     api = APIRouter(tags=["trading (signed)"])
 
     @api.post(PATH, openapi_extra=param_docs(*PARAMS, signed=True))

@@ -124,12 +124,12 @@ def cancel_replace_failed(data: dict[str, Any]) -> ApiError:
     return ApiError(-2022, "Order cancel-replace failed.", 400, data)
 
 
-def status_unknown() -> ApiError:
-    return ApiError(
-        -1007,
-        "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
-        503,
-    )
+def status_unknown(client_order_id: str | None = None) -> ApiError:
+    """Binance's -1007: the command may or may not have been executed (never retried by itself)."""
+    msg = "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
+    if client_order_id:
+        msg += f" Look the order up with GET /api/v3/order and origClientOrderId={client_order_id}."
+    return ApiError(-1007, msg, 503)
 
 
 def service_unavailable(msg: str) -> ApiError:

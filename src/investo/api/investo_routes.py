@@ -16,11 +16,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from investo.api import errors, units
+from investo.api.nodes import ApiNode
 from investo.api.params import Params, amount, parse_query
-from investo.api.signed import param_docs, read_body, verify
+from investo.api.signed import param_docs, raw_query, read_body, verify
 from investo.api.trading import submit
 from investo.core.messages import Deposit, Deposited
-from investo.node import Node
 from investo.security.signing import SigningError, load_public_key, public_key_to_pem, verify_request
 from investo.store import queries
 
@@ -44,7 +44,7 @@ def _name(text: str) -> str:
     return text
 
 
-def router(node: Node) -> APIRouter:
+def router(node: ApiNode) -> APIRouter:
     api = APIRouter(tags=["investo accounts and keys"])
 
     @api.post(
@@ -54,11 +54,11 @@ def router(node: Node) -> APIRouter:
     async def create_user(request: Request) -> Any:
         """Create an account for an Ed25519 public key; the request is signed by that key."""
         body = await read_body(request)
-        raw = Params({**parse_query(request.url.query), **parse_query(body)})
+        raw = Params({**parse_query(raw_query(request)), **parse_query(body)})
         name = _name(raw.text("name"))
         pem = _pem_of(raw.text("publicKey"))
         try:
-            verify_request(request.url.query, body, load_public_key(pem), node.clock_ms())
+            verify_request(raw_query(request), body, load_public_key(pem), node.clock_ms())
         except SigningError as error:
             raise errors.ApiError(error.code, error.msg) from None
         assert node.db is not None
@@ -80,7 +80,7 @@ def router(node: Node) -> APIRouter:
                 raise errors.invalid_param("asset", f"No demo funds of '{asset}'.")
         assert node.db is not None
         deposits = []
-        async with node.lock_for(call.user_id):
+        async with node.demo_lock(call.user_id):
             day_start = node.clock_ms() // DAY_MS * DAY_MS
             for asset in assets:
                 decimals = node.assets[asset]
@@ -129,13 +129,12 @@ def router(node: Node) -> APIRouter:
         assert node.db is not None
         if not await queries.revoke_key(node.db, call.user_id, key_id):
             raise errors.invalid_param("apiKey", "No such key of yours.")
-        node.forget_key(key_id)
+        await node.forget_key(key_id)
         return {"apiKey": key_id, "revoked": True}
 
     @api.get("/api/v1/investo/state")
     async def state() -> Any:
         """The engine's applied log offset and state hash (equal after any restart)."""
-        assert node.host is not None
-        return {"offset": node.host.applied_offset, "stateHash": node.host.exchange.state_hash()}
+        return await node.state()
 
     return api

@@ -10,7 +10,7 @@ Nothing here touches state.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from urllib.parse import parse_qsl
 
@@ -87,10 +87,11 @@ class Params:
             raise errors.illegal_chars(name, DECIMAL_RANGE)
         return value
 
-    def choice(self, name: str, allowed: Mapping[str, object], error: errors.ApiError) -> str:
+    def choice(self, name: str, allowed: Mapping[str, object], error: Callable[[], errors.ApiError]) -> str:
+        """One of ``allowed``'s keys, else the error ``error()`` makes (made only when needed)."""
         value = self.text(name)
         if value not in allowed:
-            raise error
+            raise error()
         return value
 
     def symbol(self, markets: Mapping[str, MarketSpec], name: str = "symbol") -> MarketSpec:

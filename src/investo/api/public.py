@@ -12,10 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from investo.api import errors, formats, units
+from investo.api.nodes import ApiNode
 from investo.api.params import Params
 from investo.api.signed import param_docs, unsigned_params
 from investo.markets import MarketSpec
-from investo.node import Node
 from investo.store import queries
 from investo.store.models import INTERVALS
 
@@ -76,7 +76,7 @@ def symbol_info(spec: MarketSpec) -> dict[str, Any]:
     }
 
 
-def _symbols(node: Node, p: Params) -> list[MarketSpec]:
+def _symbols(node: ApiNode, p: Params) -> list[MarketSpec]:
     """The markets named by ``symbol`` or ``symbols`` (a JSON array), or all of them."""
     if p.has("symbol"):
         return [p.symbol(node.markets)]
@@ -99,12 +99,8 @@ def _interval(p: Params) -> str:
     return value
 
 
-def router(node: Node) -> APIRouter:
+def router(node: ApiNode) -> APIRouter:
     api = APIRouter(tags=["market data"])
-
-    def book(spec: MarketSpec) -> Any:
-        assert node.host is not None
-        return node.host.exchange.matching(spec.symbol)
 
     @api.get("/api/v3/ping")
     async def ping() -> Any:
@@ -134,7 +130,8 @@ def router(node: Node) -> APIRouter:
         p = await unsigned_params(request)
         spec = p.symbol(node.markets)
         limit = p.integer("limit", 100, 1, 5000)
-        engine = book(spec)
+        await node.sync_books([spec.symbol])
+        engine = node.book(spec.symbol)
         bids, asks = engine.depth(limit)  # read with engine.seq in the same step
         return {
             "lastUpdateId": engine.seq,
@@ -147,9 +144,10 @@ def router(node: Node) -> APIRouter:
         """Best bid and ask, with their quantities."""
         p = await unsigned_params(request)
         specs = _symbols(node, p)
+        await node.sync_books(s.symbol for s in specs)
         out = []
         for spec in specs:
-            bids, asks = book(spec).depth(1)
+            bids, asks = node.book(spec.symbol).depth(1)
             bid = bids[0] if bids else (0, 0)
             ask = asks[0] if asks else (0, 0)
             out.append(
@@ -169,7 +167,7 @@ def router(node: Node) -> APIRouter:
         p = await unsigned_params(request)
         spec = p.symbol(node.markets)
         limit = p.integer("limit", 500, 1, 1000)
-        await node.caught_up()
+        await node.caught_up(spec.symbol)
         assert node.db is not None
         rows = await queries.recent_trades(node.db, spec.symbol, limit)
         return [trade_json(spec, r) for r in rows]
@@ -181,7 +179,7 @@ def router(node: Node) -> APIRouter:
         """Trades aggregated: consecutive fills of one taker order at one price."""
         p = await unsigned_params(request)
         spec = p.symbol(node.markets)
-        await node.caught_up()
+        await node.caught_up(spec.symbol)
         assert node.db is not None
         rows = await queries.agg_trades(
             node.db, spec.symbol, p.optional_integer("fromId"), p.optional_integer("startTime"),
@@ -209,7 +207,7 @@ def router(node: Node) -> APIRouter:
         p = await unsigned_params(request)
         spec = p.symbol(node.markets)
         interval = _interval(p)
-        await node.caught_up()
+        await node.caught_up(spec.symbol)
         assert node.db is not None
         rows = await queries.klines(
             node.db, spec.symbol, interval, p.optional_integer("startTime"),
@@ -222,14 +220,15 @@ def router(node: Node) -> APIRouter:
         """Statistics of the last 24 hours."""
         p = await unsigned_params(request)
         specs = _symbols(node, p)
-        await node.caught_up()
+        await node.caught_up(*(s.symbol for s in specs))
+        await node.sync_books(s.symbol for s in specs)
         out = [await _ticker(spec) for spec in specs]
         return out[0] if p.has("symbol") else out
 
     async def _ticker(spec: MarketSpec) -> dict[str, Any]:
         assert node.db is not None
         t = await queries.ticker_24h(node.db, spec.symbol, node.clock_ms())
-        bids, asks = book(spec).depth(1)
+        bids, asks = node.book(spec.symbol).depth(1)
         fmt_q = spec.format_qty
         quote = units.format_amount
         change, percent = formats.price_change(spec, t.open_price, t.last_price)
@@ -262,7 +261,7 @@ def router(node: Node) -> APIRouter:
         """The last trade price."""
         p = await unsigned_params(request)
         specs = _symbols(node, p)
-        await node.caught_up()
+        await node.caught_up(*(s.symbol for s in specs))
         assert node.db is not None
         out = []
         for spec in specs:
@@ -277,7 +276,7 @@ def router(node: Node) -> APIRouter:
         p = await unsigned_params(request)
         spec = p.symbol(node.markets)
         now = node.clock_ms()
-        await node.caught_up()
+        await node.caught_up(spec.symbol)
         assert node.db is not None
         rows = await queries.klines(node.db, spec.symbol, "1m", now - 5 * 60_000, now, 5, now)
         volume = sum(r.volume for r in rows)

@@ -15,8 +15,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from investo.api.nodes import ApiNode
 from investo.api.signed import param_docs, verify
-from investo.node import Node
 
 
 def fee_rate(bps: int) -> str:
@@ -24,13 +24,13 @@ def fee_rate(bps: int) -> str:
     return format(Decimal(bps).scaleb(-4).normalize(), "f")
 
 
-def router(node: Node) -> APIRouter:
+def router(node: ApiNode) -> APIRouter:
     api = APIRouter(tags=["wallet (sapi)"])
 
     @api.get("/sapi/v1/system/status")
     async def system_status() -> Any:
         """Whether the exchange takes orders: status 0 "normal", or 1 "system_maintenance"."""
-        if node.ready and node.host is not None:
+        if node.ready:
             return {"status": 0, "msg": "normal"}
         return {"status": 1, "msg": "system_maintenance"}
 

@@ -13,8 +13,8 @@ from typing import Any
 from starlette.requests import Request
 
 from investo.api import errors
+from investo.api.nodes import ApiNode
 from investo.api.params import MAX_PARAMS, Params, parse_query
-from investo.node import Node
 from investo.security.signing import API_KEY_HEADER, SigningError
 
 MAX_BODY_BYTES = 16 * 1024
@@ -41,9 +41,20 @@ async def read_body(request: Request) -> str:
         raise errors.illegal_chars("body", "ASCII, form-urlencoded") from None
 
 
+def raw_query(request: Request) -> str:
+    """The query string exactly as sent (what a signature covers); -1100 unless it is UTF-8.
+
+    (Read from the ASGI scope: ``request.url`` would build and parse a whole URL first.)
+    """
+    try:
+        return bytes(request.scope.get("query_string", b"")).decode()
+    except UnicodeDecodeError:
+        raise errors.illegal_chars("query string", "UTF-8, percent-encoded") from None
+
+
 async def unsigned_params(request: Request) -> Params:
     """Parameters of a public request (query string and form body)."""
-    values = parse_query(request.url.query)
+    values = parse_query(raw_query(request))
     if request.method != "GET":
         for name, value in parse_query(await read_body(request)).items():
             if name in values:
@@ -52,18 +63,21 @@ async def unsigned_params(request: Request) -> Params:
     return Params(values)
 
 
-async def verify(node: Node, request: Request) -> SignedCall:
+async def verify(node: ApiNode, request: Request) -> SignedCall:
     """Check the API key and signature of ``request``; return who sent what."""
     body = await read_body(request)
-    query = request.url.query
+    query = raw_query(request)
     if query.count("&") + body.count("&") > 2 * MAX_PARAMS:
         raise errors.too_many_params()
     key = request.headers.get(API_KEY_HEADER)
+    if key and not node.knows_key(key):
+        await node.fetch_key(key)  # registered on another gateway of the cluster, or unknown
     try:
         signed = node.verifier.verify(key, query, body, node.clock_ms())
+        assert key is not None
+        await node.check_replay(key, signed)
     except SigningError as error:
         raise errors.ApiError(error.code, error.msg, 401 if error.code in _KEY_ERRORS else 400) from None
-    assert key is not None
     return SignedCall(node.user_of_key(key), key, Params(signed.params))
 
 

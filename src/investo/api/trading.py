@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from investo.api import errors, formats
+from investo.api.nodes import ApiNode
 from investo.api.params import Params, amount, steps
 from investo.api.signed import SignedCall, param_docs, verify
 from investo.api.units import format_amount
@@ -35,7 +36,6 @@ from investo.core.messages import (
 )
 from investo.host import Applied, HostStopped, StatusUnknown
 from investo.markets import MarketSpec
-from investo.node import Node
 from investo.store import queries
 
 MAX_QUOTE_UNITS = 2**62
@@ -50,20 +50,20 @@ def new_client_order_id() -> str:
     return "x-" + secrets.token_urlsafe(15)
 
 
-async def submit(node: Node, command: Command) -> Applied:
-    assert node.host is not None
+async def submit(node: ApiNode, command: Command) -> Applied:
     try:
-        return await node.host.submit(command)
+        return await node.submit(command)
     except StatusUnknown:
-        raise errors.status_unknown() from None
+        client_id = command.client_order_id if isinstance(command, PlaceOrder) else None
+        raise errors.status_unknown(client_id) from None
     except HostStopped as error:
         raise errors.service_unavailable(str(error)) from None
 
 
 def _order_command(spec: MarketSpec, user: int, p: Params) -> tuple[PlaceOrder, int]:
     """The PlaceOrder a request asks for, and its quoteOrderQty in quote units (else 0)."""
-    side = formats.SIDES[p.choice("side", formats.SIDES, errors.invalid_side())]
-    type_name = p.choice("type", formats.ORDER_TYPES, errors.invalid_order_type())
+    side = formats.SIDES[p.choice("side", formats.SIDES, errors.invalid_side)]
+    type_name = p.choice("type", formats.ORDER_TYPES, errors.invalid_order_type)
     order_type = formats.ORDER_TYPES[type_name]
     core = spec.core
     price = qty = quote_qty = 0
@@ -88,7 +88,7 @@ def _order_command(spec: MarketSpec, user: int, p: Params) -> tuple[PlaceOrder, 
         if not core.min_price <= price <= core.max_price:
             raise errors.filter_failure("PRICE_FILTER")
         if order_type == OrderType.LIMIT:
-            tif = formats.TIFS[p.choice("timeInForce", formats.TIFS, errors.invalid_tif())]
+            tif = formats.TIFS[p.choice("timeInForce", formats.TIFS, errors.invalid_tif)]
         elif p.has("timeInForce"):
             raise errors.not_required("timeInForce")
     if not quote_qty:
@@ -138,13 +138,13 @@ def check_filters(order: NewOrder) -> None:
         raise errors.from_reject(reason)
 
 
-def count_order(node: Node, call: SignedCall) -> None:
+def count_order(node: ApiNode, call: SignedCall) -> None:
     """Count one new order against the key's order limit (only once its signature is valid)."""
     if node.rate_limits:
         node.rate_limits.orders_per_key.hit(call.key_id, node.clock_ms())
 
 
-async def place(node: Node, order: NewOrder) -> dict[str, Any]:
+async def place(node: ApiNode, order: NewOrder) -> dict[str, Any]:
     """Submit ``order``; the answer in its ``newOrderRespType``, or the engine's refusal raised."""
     applied = await submit(node, order.command)
     view = _placed_view(order.spec, applied, order.quote_qty)
@@ -176,14 +176,14 @@ def read_cancel_target(
     return CancelTarget(order_id, client_id, p.client_order_id(new_client_id_name) or new_client_order_id())
 
 
-async def cancel(node: Node, user: int, spec: MarketSpec, target: CancelTarget) -> dict[str, Any]:
+async def cancel(node: ApiNode, user: int, spec: MarketSpec, target: CancelTarget) -> dict[str, Any]:
     """Cancel one open order (the answer of ``DELETE /api/v3/order``); -2011 when it is not open.
 
     With both ids, the order is found by id and its client id must match (as on Binance).
     """
     assert node.db is not None
     if target.order_id is not None and target.client_id is not None:
-        await node.caught_up()
+        await node.caught_up(spec.symbol)
         row = await queries.get_order(node.db, user, spec.symbol, target.order_id, None)
         if row is None or row.client_order_id != target.client_id:
             raise errors.unknown_order()
@@ -194,7 +194,7 @@ async def cancel(node: Node, user: int, spec: MarketSpec, target: CancelTarget) 
         if isinstance(event, CancelRejected):
             raise errors.unknown_order()
     canceled = next(e for e in applied.events if isinstance(e, OrderCanceled))
-    await node.caught_up()
+    await node.caught_up(spec.symbol)
     row = await queries.get_order(node.db, user, spec.symbol, canceled.order_id, None)
     assert row is not None
     return formats.cancel_json(view_of_row(spec, row), target.cancel_client_id, applied.command.ts)
@@ -212,13 +212,13 @@ def _placed_view(spec: MarketSpec, applied: Applied, quote_qty: int) -> formats.
     return formats.apply_events(view, applied.events)
 
 
-async def _find_order(node: Node, call: SignedCall, spec: MarketSpec) -> formats.OrderView:
+async def _find_order(node: ApiNode, call: SignedCall, spec: MarketSpec) -> formats.OrderView:
     p = call.params
     order_id = p.optional_integer("orderId")
     client_id = p.optional_text("origClientOrderId")
     if order_id is None and client_id is None:
         raise errors.missing_one_of("orderId", "origClientOrderId")
-    await node.caught_up()
+    await node.caught_up(spec.symbol)
     assert node.db is not None
     row = await queries.get_order(node.db, call.user_id, spec.symbol, order_id, client_id)
     if row is None:
@@ -246,7 +246,7 @@ def view_of_row(spec: MarketSpec, row: Any) -> formats.OrderView:
     )
 
 
-def router(node: Node) -> APIRouter:
+def router(node: ApiNode) -> APIRouter:
     api = APIRouter(tags=["trading (signed)"])
 
     @api.post("/api/v3/order", openapi_extra=param_docs(*ORDER_PARAMS, "newOrderRespType", signed=True))
@@ -290,7 +290,7 @@ def router(node: Node) -> APIRouter:
         spec = call.params.symbol(node.markets)
         applied = await submit(node, CancelAll(0, call.user_id, spec.symbol))
         ids = [e.order_id for e in applied.events if isinstance(e, OrderCanceled)]
-        await node.caught_up()
+        await node.caught_up(spec.symbol)
         assert node.db is not None
         out = []
         for order_id in ids:
@@ -304,7 +304,7 @@ def router(node: Node) -> APIRouter:
         """Your open orders, in one market or all."""
         call = await verify(node, request)
         spec = call.params.symbol(node.markets) if call.params.has("symbol") else None
-        await node.caught_up()
+        await node.caught_up(*([spec.symbol] if spec else []))
         assert node.db is not None
         rows = await queries.open_orders(node.db, call.user_id, spec.symbol if spec else None)
         return [formats.order_json(view_of_row(node.markets[r.symbol], r)) for r in rows]
@@ -317,7 +317,7 @@ def router(node: Node) -> APIRouter:
         p = call.params
         spec = p.symbol(node.markets)
         limit = p.integer("limit", 500, 1, 1000)
-        await node.caught_up()
+        await node.caught_up(spec.symbol)
         assert node.db is not None
         rows = await queries.all_orders(
             node.db, call.user_id, spec.symbol, p.optional_integer("orderId"),
@@ -332,7 +332,7 @@ def router(node: Node) -> APIRouter:
         call = await verify(node, request)
         p = call.params
         spec = p.symbol(node.markets)
-        await node.caught_up()
+        await node.caught_up(spec.symbol)
         assert node.db is not None
         rows = await queries.my_trades(
             node.db, call.user_id, spec.symbol, p.optional_integer("startTime"),
@@ -346,8 +346,7 @@ def router(node: Node) -> APIRouter:
         """Your balances (free and locked) and permissions."""
         call = await verify(node, request)
         omit_zero = call.params.text("omitZeroBalances", "false") == "true"
-        assert node.host is not None
-        held = node.host.exchange.accounts.balances(call.user_id)
+        held = await node.balances(call.user_id)
         balances = []
         for asset, decimals in node.assets.items():
             free, locked = held.get(asset, (0, 0))

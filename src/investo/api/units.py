@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from functools import lru_cache
 from typing import Final
 
 __all__ = [
@@ -60,15 +61,26 @@ class NotAMultipleOfStep(UnitsError):
         super().__init__(f"{value} is not a multiple of the step {step}")
 
 
-def parse_decimal(text: str) -> Decimal:
-    """``text`` as an exact ``Decimal``; :class:`InvalidDecimal` unless plain and non-negative."""
+def _check_plain(text: str) -> None:
+    """Raise :class:`InvalidDecimal` unless ``text`` is a plain non-negative decimal string."""
     if not isinstance(text, str):
         raise InvalidDecimal(f"expected a decimal string, got {type(text).__name__}")
     if len(text) > MAX_DECIMAL_LENGTH:
         raise InvalidDecimal(f"decimal string longer than {MAX_DECIMAL_LENGTH} characters")
     if not _PLAIN_DECIMAL.fullmatch(text):
         raise InvalidDecimal(f"{text!r} is not a plain non-negative decimal such as '950.05'")
+
+
+def parse_decimal(text: str) -> Decimal:
+    """``text`` as an exact ``Decimal``; :class:`InvalidDecimal` unless plain and non-negative."""
+    _check_plain(text)
     return Decimal(text)
+
+
+def _scaled_text(text: str) -> tuple[int, int]:
+    """A plain decimal string as ``(mantissa, exponent)``: ``"950.05"`` → ``(95005, -2)``."""
+    whole, _, fraction = text.partition(".")
+    return int(whole + fraction), -len(fraction)
 
 
 def _scaled(value: Decimal) -> tuple[int, int]:
@@ -80,6 +92,7 @@ def _scaled(value: Decimal) -> tuple[int, int]:
     return (-mantissa if sign else mantissa), exponent
 
 
+@lru_cache(maxsize=256)  # a market has two steps; they are checked on every order
 def _check_step(step: Decimal) -> tuple[int, int]:
     if not isinstance(step, Decimal) or not step.is_finite() or step <= 0:
         raise InvalidDecimal(f"step must be a positive finite Decimal, got {step!r}")
@@ -94,15 +107,15 @@ def _pow10(n: int) -> int:
 
 def to_steps(text: str, step: Decimal) -> int:
     """How many ``step``s make ``text``, exactly; :class:`NotAMultipleOfStep` if not whole."""
-    value = parse_decimal(text)
-    value_mantissa, value_exponent = _scaled(value)
+    _check_plain(text)
+    value_mantissa, value_exponent = _scaled_text(text)
     step_mantissa, step_exponent = _check_step(step)
     common = min(value_exponent, step_exponent)
     numerator = value_mantissa * _pow10(value_exponent - common)
     denominator = step_mantissa * _pow10(step_exponent - common)
     steps, remainder = divmod(numerator, denominator)
     if remainder:
-        raise NotAMultipleOfStep(value, step)
+        raise NotAMultipleOfStep(Decimal(text), step)
     return steps
 
 
@@ -126,9 +139,27 @@ def _check_count(n: int, what: str) -> None:
 def format_steps(n: int, step: Decimal) -> str:
     """``n * step`` as a Binance-style string: 8 decimals, more if ``step`` needs more."""
     _check_count(n, "step count")
+    cacheable = isinstance(step, Decimal) and step.is_finite()
+    multiplier, scale, pattern = _step_format(step) if cacheable else _step_format_of(step)
+    return pattern % divmod(n * multiplier, scale)
+
+
+@lru_cache(maxsize=1024)
+def _step_format(step: Decimal) -> tuple[int, int, str]:
+    """``(multiplier, scale, pattern)``: ``n * step`` is ``pattern % divmod(n * multiplier, scale)``.
+
+    Exact integers: ``n * step == n * multiplier / scale`` and ``scale`` is ``10**places``.
+    Cached: market data formats every price and quantity it publishes with the same few
+    steps (equal steps such as ``0.05`` and ``0.050`` give equal results).
+    """
+    return _step_format_of(step)
+
+
+def _step_format_of(step: Decimal) -> tuple[int, int, str]:
     step_mantissa, step_exponent = _check_step(step)
     places = max(BINANCE_DECIMALS, decimals_of(step))
-    return _fixed_point(n * step_mantissa, step_exponent, places)
+    pattern = f"%d.%0{places}d"  # places >= BINANCE_DECIMALS > 0
+    return step_mantissa * _pow10(places + step_exponent), _pow10(places), pattern
 
 
 def format_amount(units: int, decimals: int) -> str:

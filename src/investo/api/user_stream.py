@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from investo.api import errors
+from investo.api.nodes import ApiNode
 from investo.api.signed import param_docs, verify
-from investo.node import Node
 
 PATH = "/api/v3/userDataStream"
 
@@ -24,7 +24,7 @@ def _no_such_key() -> errors.ApiError:
     return errors.ApiError(-1125, "This listenKey does not exist.")
 
 
-def router(node: Node) -> APIRouter:
+def router(node: ApiNode) -> APIRouter:
     api = APIRouter(tags=["user data stream (signed)"])
 
     @api.post(PATH, openapi_extra=param_docs(signed=True))

@@ -25,8 +25,8 @@ subscription moves to a fresh key at once. Once a second it checks that the API 
 signed it is still registered: a revoked key ends its subscriptions (``eventStreamTerminated``).
 
 Every request counts against the IP's request limit like a REST call (429 / -1003 over it).
-Sending goes through the gateway's bounded queue: a client that does not read is dropped
-(1008), as on the market streams.
+Sending goes through the gateway's client output (:mod:`investo.ws.client`), bounded in
+unsent bytes: a client that does not read is dropped (1008), as on the market streams.
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from investo.api import errors
+from investo.api.nodes import ApiNode, NotCaughtUp
 from investo.api.params import MAX_PARAMS
 from investo.api.signed import MAX_BODY_BYTES
-from investo.node import Node
 from investo.security.signing import SigningError
-from investo.ws.gateway import WsClient
+from investo.ws.client import WsClient
+from investo.ws.gateway import Connections
 
 PATH = "/ws-api/v3"
 METHODS = (
@@ -58,7 +59,7 @@ METHODS = (
 )
 MAX_SUBSCRIPTIONS = 1_000  # active per connection, as Binance
 CHECK_SECONDS = 1.0  # how often a subscription re-checks its API key and keeps its listen key alive
-_EXPIRED_PREFIX = '{"e":"listenKeyExpired"'
+_EXPIRED_PREFIX = b'{"e":"listenKeyExpired"'
 
 
 def _status(error: errors.ApiError) -> int:
@@ -76,13 +77,13 @@ class Subscription:
         self.user = user
         self.api_key = api_key
         self.key = ""
-        self._prefix = '{"subscriptionId":' + str(subscription_id) + ',"event":'
+        self._prefix = b'{"subscriptionId":' + str(subscription_id).encode() + b',"event":'
 
     def attach(self) -> None:
         """Listen on the user's live listen key (created or extended)."""
         key = self.session.node.listen_keys.create(self.user)
         if key != self.key:
-            hub = self.session.node.market_data.hub
+            hub = self.session.node.hub
             if self.key:
                 hub.unsubscribe(self.key, self)
             hub.subscribe(key, self)
@@ -90,21 +91,21 @@ class Subscription:
 
     def detach(self) -> None:
         if self.key:
-            self.session.node.market_data.hub.unsubscribe(self.key, self)
+            self.session.node.hub.unsubscribe(self.key, self)
             self.key = ""
 
-    def push(self, text: str) -> None:
+    def push(self, frame: bytes, payload: bytes) -> None:
         """A message of the user's stream (never blocks or raises: called while publishing)."""
-        if text.startswith(_EXPIRED_PREFIX):  # the listen key was closed: move to a fresh one
+        if payload.startswith(_EXPIRED_PREFIX):  # the listen key was closed: move to a fresh one
             with contextlib.suppress(Exception):
                 self.attach()
             return
-        self.session.client.push(self._prefix + text + "}")
+        self.session.client.send_json(self._prefix + payload + b"}")
 
     def keep_alive(self) -> bool:
         """Whether the subscription may go on (its API key is still registered); keep its key alive."""
         node = self.session.node
-        if self.api_key not in node.keys:
+        if not node.knows_key(self.api_key):
             return False
         if not node.listen_keys.keep_alive(self.user, self.key):
             self.attach()
@@ -113,20 +114,20 @@ class Subscription:
     def terminate(self) -> None:
         self.detach()
         event = {"e": "eventStreamTerminated", "E": self.session.node.clock_ms()}
-        self.session.client.push(self._prefix + orjson.dumps(event).decode() + "}")
+        self.session.client.send_json(self._prefix + orjson.dumps(event) + b"}")
 
 
 class Session:
-    """One ``/ws-api/v3`` connection: its subscriptions and its bounded send queue."""
+    """One ``/ws-api/v3`` connection: its subscriptions and its client (bounded output)."""
 
-    def __init__(self, node: Node, client: WsClient, ip: str) -> None:
+    def __init__(self, node: ApiNode, client: WsClient, ip: str) -> None:
         self.node = node
         self.client = client
         self.ip = ip
         self.subscriptions: dict[int, Subscription] = {}
         self._ids = itertools.count()
 
-    def answer(self, text: str) -> str:
+    async def answer(self, text: str) -> bytes:
         """The response to one request frame."""
         request_id: Any = None
         try:
@@ -152,13 +153,14 @@ class Session:
                 raise errors.illegal_chars("params", "a JSON object")
             if len(params) > MAX_PARAMS:
                 raise errors.too_many_params()
-            result = self._call(method.removeprefix("v3/"), params)
-            return orjson.dumps({"id": request_id, "status": 200, "result": result}).decode()
-        except errors.ApiError as error:
+            result = await self._call(method.removeprefix("v3/"), params)
+            return orjson.dumps({"id": request_id, "status": 200, "result": result})
+        except (errors.ApiError, NotCaughtUp) as caught:
+            error = caught if isinstance(caught, errors.ApiError) else errors.service_unavailable(str(caught))
             failed = {"code": error.code, "msg": error.msg}
-            return orjson.dumps({"id": request_id, "status": _status(error), "error": failed}).decode()
+            return orjson.dumps({"id": request_id, "status": _status(error), "error": failed})
 
-    def _call(self, method: str, params: dict[str, Any]) -> Any:
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
         if method == "ping":
             return {}
         if method == "time":
@@ -166,18 +168,21 @@ class Session:
         if method == "session.subscriptions":
             return [{"subscriptionId": n} for n in self.subscriptions]
         if method == "userDataStream.subscribe.signature":
-            return self._subscribe(params)
+            return await self._subscribe(params)
         if method == "userDataStream.unsubscribe":
             return self._unsubscribe(params)
         raise errors.illegal_chars("method", ", ".join(METHODS))
 
-    def _subscribe(self, params: dict[str, Any]) -> dict[str, int]:
+    async def _subscribe(self, params: dict[str, Any]) -> dict[str, int]:
         api_key = params.get("apiKey")
         if not isinstance(api_key, str) or not api_key:
             raise errors.missing("apiKey")
         query = _signed_query(params)
+        if not self.node.knows_key(api_key):
+            await self.node.fetch_key(api_key)
         try:
-            self.node.verifier.verify(api_key, query, "", self.node.clock_ms())
+            signed = self.node.verifier.verify(api_key, query, "", self.node.clock_ms())
+            await self.node.check_replay(api_key, signed)
         except SigningError as error:
             status = 401 if error.code in (-2014, -2015) else 400
             raise errors.ApiError(error.code, error.msg, status) from None
@@ -243,17 +248,17 @@ def _signed_query(params: dict[str, Any]) -> str:
     return "&".join([*pairs, "signature=" + quote(signature, safe="")])
 
 
-def mount(app: Starlette, node: Node) -> None:
-    """Add ``/ws-api/v3`` to ``app``."""
+def mount(app: Starlette, node: ApiNode, connections: Connections) -> None:
+    """Add ``/ws-api/v3`` to ``app``; its clients are ``connections``' (the market streams')."""
 
     async def serve(websocket: WebSocket) -> None:
-        await websocket.accept()
-        client = WsClient(websocket, node.market_data.hub, node.config.ws_queue_limit, combined=False)
+        client = await connections.accept(websocket, combined=False)
+        if client is None:
+            return
         peer = websocket.client
         session = Session(node, client, peer.host if peer else "unknown")
-        client.start()
         tasks = [
-            asyncio.ensure_future(_receive(session)),
+            asyncio.ensure_future(_receive(websocket, session)),
             asyncio.ensure_future(client.closed.wait()),
             asyncio.ensure_future(_check(session)),
         ]
@@ -265,7 +270,7 @@ def mount(app: Starlette, node: Node) -> None:
                 with contextlib.suppress(BaseException):
                     await task
             session.close()
-            await client.finish()
+            connections.release(client)
 
     app.router.add_websocket_route(PATH, serve)
 
@@ -276,8 +281,7 @@ async def _check(session: Session) -> None:
         session.check()
 
 
-async def _receive(session: Session) -> None:
-    websocket = session.client.websocket
+async def _receive(websocket: WebSocket, session: Session) -> None:
     try:
         while session.client.dropped is None:
             message = await websocket.receive()
@@ -286,6 +290,6 @@ async def _receive(session: Session) -> None:
             text = message.get("text")
             if text is None:
                 text = (message.get("bytes") or b"").decode("utf-8", "replace")
-            session.client.push(session.answer(text))
+            session.client.send_json(await session.answer(text))
     except (WebSocketDisconnect, RuntimeError):
         return

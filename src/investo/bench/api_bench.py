@@ -6,36 +6,47 @@ for a fixed duration and sent whether or not earlier ones have been answered
 answer, so a server that stalls is charged for the whole queue behind the stall
 (no coordinated omission). The orders alternate buy and sell at one price near
 the market so that about half of them trade, from many funded users; every one
-is signed with its user's Ed25519 key as ccxt would sign it. The load generator
-uses aiohttp, whose client costs a third of httpx's per request: on a 2-core
-machine the generator shares the CPU with the server, and its own cost counts.
+is signed with its user's Ed25519 key as ccxt would sign it, at the moment it is sent.
 
-Figures per rate: offered and achieved orders/s, errors, and latency
-p50/p99/p99.9/max in milliseconds.
+The load generator shares the machine with the server, so its own cost counts: it
+sends over keep-alive connections with :mod:`investo.bench.http_load` (a few µs of
+Python per request, where aiohttp spends ~0.2 ms) and signs with libsodium.
+When the bench starts the server itself it also reads the server's CPU time, and
+prints the CPU each order cost the server and the load generator: a figure that
+holds still on a noisy machine, where latencies do not.
+
+Figures per rate: offered and achieved orders/s, errors, latency p50/p99/p99.9/max
+in milliseconds, and CPU milliseconds per order (server, load generator).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal
+from urllib.parse import quote, urlsplit
 
-import aiohttp
 import httpx
+from cryptography.hazmat.primitives import serialization
+from nacl.signing import SigningKey
 
+from investo.bench.http_load import HttpLoadClient, HttpLoadError
 from investo.bench.stats import percentile
 from investo.client import InvestoClient
-from investo.security.signing import API_KEY_HEADER, generate_key_pair, sign_params
+from investo.security.signing import API_KEY_HEADER, encode_params, generate_key_pair
 
 MAX_IN_FLIGHT = 2_000  # beyond this the run is overloaded; later orders count as failed
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -46,6 +57,8 @@ class RateResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    server_cpu_s: float | None = None  # CPU the server process used during the rate (if known)
+    loadgen_cpu_s: float = 0.0  # CPU this process (the load generator) used during the rate
 
     @property
     def achieved(self) -> float:
@@ -54,11 +67,18 @@ class RateResult:
     def percentile(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
 
+    def cpu_ms_per_order(self, cpu_s: float | None) -> str:
+        if cpu_s is None or not self.sent:
+            return "n/a"
+        return f"{cpu_s * 1000 / self.sent:.3f}"
+
     def line(self) -> str:
         return (
             f"offered={self.offered}/s achieved={self.achieved:.0f}/s ok={self.ok} errors={self.errors} "
             f"p50_ms={self.percentile(50):.2f} p99_ms={self.percentile(99):.2f} "
-            f"p999_ms={self.percentile(99.9):.2f} max_ms={max(self.latencies_ms, default=float('nan')):.2f}"
+            f"p999_ms={self.percentile(99.9):.2f} max_ms={max(self.latencies_ms, default=float('nan')):.2f} "
+            f"server_cpu_ms_per_order={self.cpu_ms_per_order(self.server_cpu_s)} "
+            f"loadgen_cpu_ms_per_order={self.cpu_ms_per_order(self.loadgen_cpu_s)}"
         )
 
 
@@ -68,26 +88,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class LocalServer:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process so far (every thread), from /proc."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
 @contextmanager
-def local_exchange() -> Iterator[str]:
+def local_server(bots: bool = False) -> Iterator[LocalServer]:
     """Start `investo up` in a subprocess on a free port with a temporary data dir."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="investo-bench-") as data:
         cmd = [sys.executable, "-m", "investo.cli", "up", "--port", str(port), "--data-dir", data,
-               "--rate-limit", "0", "--order-limit", "0", "--no-bots"]  # fmt: skip
+               "--rate-limit", "0", "--order-limit", "0"] + ([] if bots else ["--no-bots"])  # fmt: skip
         process = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy()
         )
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, process)
-            yield url
+            yield LocalServer(url, process.pid)
         finally:
             process.terminate()
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@contextmanager
+def local_exchange(bots: bool = False) -> Iterator[str]:
+    """The URL of `investo up` started here (see :func:`local_server`)."""
+    with local_server(bots) as server:
+        yield server.url
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -108,48 +147,88 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
 @dataclass
 class Trader:
     api_key: str
-    client: InvestoClient
+    signer: SigningKey  # the user's Ed25519 key, as libsodium signs with it
 
 
 async def make_traders(url: str, count: int) -> list[Trader]:
+    """``count`` new users, registered and funded through the API."""
     traders = []
     for i in range(count):
         key = generate_key_pair()[0]
-        client = InvestoClient(url, key)
-        await client.register(f"bench{os.getpid()}x{i}x{time.monotonic_ns() % 10**9}")
-        await client.claim_demo_funds()
-        assert client.api_key is not None
-        traders.append(Trader(client.api_key, client))
+        async with InvestoClient(url, key) as client:
+            await client.register(f"bench{os.getpid()}x{i}x{time.monotonic_ns() % 10**9}")
+            await client.claim_demo_funds()
+            assert client.api_key is not None
+            seed = key.private_bytes(
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            )
+            traders.append(Trader(client.api_key, SigningKey(seed)))
     return traders
 
 
+@dataclass
+class OrderLoad:
+    """Everything needed to place signed orders fast: connections, funded traders, a price."""
+
+    http: HttpLoadClient
+    traders: list[Trader]
+    symbol: str
+    price: str
+    sides: tuple[str, str] = ("BUY", "SELL")
+    sent: int = field(default=0)
+
+    def order_request(self, i: int) -> bytes:
+        """The ``i``-th order as a complete HTTP request, signed now (as ccxt signs)."""
+        trader = self.traders[i % len(self.traders)]
+        params: dict[str, str | int] = {
+            "symbol": self.symbol, "side": self.sides[(i // len(self.traders)) % 2], "type": "LIMIT",
+            "timeInForce": "GTC", "quantity": "1", "price": self.price, "newOrderRespType": "ACK",
+            "timestamp": time.time_ns() // 1_000_000, "recvWindow": 60_000,
+        }  # fmt: skip
+        encoded = encode_params(params)
+        signature = base64.b64encode(trader.signer.sign(encoded.encode()).signature).decode()
+        body = f"{encoded}&signature={quote(signature, safe='')}".encode()
+        return (
+            f"POST /api/v3/order HTTP/1.1\r\nHost: {self.http.host}\r\n{API_KEY_HEADER}: {trader.api_key}\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+
+@asynccontextmanager
+async def order_load(url: str, users: int, connections: int = 64) -> AsyncIterator[OrderLoad]:
+    """Funded traders and open connections to ``url``, trading its first market near the last price."""
+    traders = await make_traders(url, users)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        info = (await http.get("/api/v3/exchangeInfo")).json()["symbols"][0]
+        last = (await http.get("/api/v3/ticker/price", params={"symbol": info["symbol"]})).json()["price"]
+    price = _on_tick(last if Decimal(last) else "100", info["filters"][0]["tickSize"])
+    where = urlsplit(url)
+    client = HttpLoadClient(where.hostname or "127.0.0.1", where.port or 80, connections)
+    await client.open()
+    try:
+        yield OrderLoad(client, traders, info["symbol"], price)
+    finally:
+        client.close()
+
+
 async def run_rate(
-    http: aiohttp.ClientSession, traders: Sequence[Trader], symbol: str, price: str, rate: int, seconds: float
+    load: OrderLoad, rate: int, seconds: float, server: LocalServer | None = None
 ) -> RateResult:
     """Offer ``rate`` orders per second for ``seconds``; measure from each scheduled time."""
     total = int(rate * seconds)
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0}
     in_flight = 0
+    server_cpu = server.cpu_seconds() if server else 0.0
+    own_cpu = _own_cpu_seconds()
     start = time.perf_counter() + 0.05
 
     async def send(i: int, scheduled: float) -> None:
         nonlocal in_flight
-        trader = traders[i % len(traders)]
-        side = "BUY" if (i // len(traders)) % 2 == 0 else "SELL"
-        params: dict[str, str | int] = {
-            "symbol": symbol, "side": side, "type": "LIMIT", "timeInForce": "GTC", "quantity": "1",
-            "price": price, "newOrderRespType": "ACK", "timestamp": int(time.time() * 1000),
-            "recvWindow": 60_000,
-        }  # fmt: skip
-        assert trader.client.private_key is not None
-        body = sign_params(params, trader.client.private_key)
-        headers = {API_KEY_HEADER: trader.api_key, "Content-Type": "application/x-www-form-urlencoded"}
         try:
-            async with http.post("/api/v3/order", data=body, headers=headers) as response:
-                await response.read()
-                ok = response.status == 200
-        except aiohttp.ClientError:
+            status, _ = await load.http.send(load.order_request(i))
+            ok = status == 200
+        except HttpLoadError:
             ok = False
         latencies.append((time.perf_counter() - scheduled) * 1000)
         counts["ok" if ok else "errors"] += 1
@@ -165,33 +244,29 @@ async def run_rate(
             counts["errors"] += 1
             continue
         in_flight += 1
-        tasks.append(asyncio.create_task(send(i, scheduled)))
+        tasks.append(asyncio.create_task(send(load.sent + i, scheduled)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
-    return RateResult(rate, total, counts["ok"], counts["errors"], elapsed, latencies)
+    load.sent += total
+    result = RateResult(rate, total, counts["ok"], counts["errors"], elapsed, latencies)
+    result.loadgen_cpu_s = _own_cpu_seconds() - own_cpu
+    if server:
+        result.server_cpu_s = server.cpu_seconds() - server_cpu
+    return result
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def bench(
-    url: str, rates: Sequence[int], seconds: float, users: int, connections: int
-) -> list[RateResult]:
-    traders = await make_traders(url, users)
-    connector = aiohttp.TCPConnector(limit=connections)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as http:
-        async with http.get("/api/v3/exchangeInfo") as response:
-            info = (await response.json())["symbols"][0]
-        symbol = info["symbol"]
-        tick = info["filters"][0]["tickSize"]
-        async with http.get("/api/v3/ticker/price", params={"symbol": symbol}) as response:
-            last = (await response.json())["price"]
-        price = _on_tick(last if Decimal(last) else "100", tick)
-        await run_rate(http, traders, symbol, price, min(rates), 1.0)  # warm up
-        results = []
-        for rate in rates:
-            results.append(await run_rate(http, traders, symbol, price, rate, seconds))
-    for trader in traders:
-        await trader.client.close()
-    return results
+    url: str, rates: Sequence[int], seconds: float, users: int, connections: int,
+    server: LocalServer | None = None,
+) -> list[RateResult]:  # fmt: skip
+    async with order_load(url, users, connections) as load:
+        await run_rate(load, min(rates), 1.0)  # warm up
+        return [await run_rate(load, rate, seconds, server) for rate in rates]
 
 
 def _on_tick(price: str, tick: str) -> str:
@@ -206,5 +281,5 @@ def run(
 ) -> list[RateResult]:
     if url:
         return asyncio.run(bench(url, rates, seconds, users, connections))
-    with local_exchange() as local:
-        return asyncio.run(bench(local, rates, seconds, users, connections))
+    with local_server() as server:
+        return asyncio.run(bench(server.url, rates, seconds, users, connections, server))

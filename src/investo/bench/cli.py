@@ -128,11 +128,14 @@ def ws(
     seconds: Annotated[float, typer.Option(help="How long the clients are measured.")] = 10.0,
     users: Annotated[int, typer.Option(help="Funded users the orders come from.")] = 10,
     processes: Annotated[int, typer.Option(min=1, help="Processes the clients are spread over.")] = 2,
+    burst: Annotated[
+        int, typer.Option(min=1, help="Single client: messages the gateway feed publishes per loop pass.")
+    ] = 20,
 ) -> None:
     """K WebSocket clients on a busy market: messages/s, match-to-receipt latency, one client's max."""
     from investo.bench import ws_bench
 
-    for line in ws_bench.run(url, clients, rate, seconds, users, processes).lines():
+    for line in ws_bench.run(url, clients, rate, seconds, users, processes, burst).lines():
         typer.echo(line)
 
 

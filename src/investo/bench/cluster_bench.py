@@ -27,14 +27,17 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from investo.bench.flow import FlowLine
+from investo.bench.proc_cpu import CpuMeter
 from investo.bench.stats import percentile
 from investo.cluster import topology as topo
-from investo.cluster.records import ENCODER, REPLIES_DECODER, Envelope
+from investo.cluster.records import ENCODER, Envelope
 from investo.core.messages import (
     CancelOrder,
     Command,
@@ -96,12 +99,19 @@ class ClusterRun:
     committed: int  # commands whose every output entry is in Postgres
     seconds_to_commit: float  # from the first command to the last commit
     writer_lag_s: float  # from the last answer to the last commit
+    load_average: float  # the machine's 1-minute load average when the run began
+    cpu_ms_per_1k: dict[str, float]  # CPU milliseconds per 1,000 commands, per process group
+    writer_stats: list[str]  # the DB writer's own account of each stream (funding included)
 
     def lines(self) -> list[str]:
+        cpu = " ".join(f"{label}={ms:.0f}" for label, ms in self.cpu_ms_per_1k.items())
         return [r.line() for r in self.rates] + [
             f"shards={self.shards} committed_to_postgres={self.committed} "
             f"committed_per_sec={self.committed / self.seconds_to_commit:.0f} "
-            f"db_writer_lag_after_last_answer_s={self.writer_lag_s:.2f}"
+            f"db_writer_lag_after_last_answer_s={self.writer_lag_s:.2f} "
+            f"load_average={self.load_average:.2f}",
+            f"shards={self.shards} cpu_ms_per_1000_commands: {cpu}",
+            *(f"shards={self.shards} {line}" for line in self.writer_stats),
         ]
 
 
@@ -136,26 +146,29 @@ def deposits() -> list[Command]:
 
 
 @contextlib.contextmanager
-def _processes(redis_url: str, database_url: str, shards: int, log_dir: Path) -> Iterator[None]:
+def _processes(
+    redis_url: str, database_url: str, shards: int, log_dir: Path
+) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """Start one engine per shard and a DB writer; yield them by label; terminate them at exit."""
     base = [sys.executable, "-m", "investo.cli"]
-    commands = [
-        [*base, "engine", "--role", role, "--shard", str(shard), "--redis", redis_url]
+    commands = {
+        f"{role}-{shard}": [*base, "engine", "--role", role, "--shard", str(shard), "--redis", redis_url]
         for role in topo.ROLES
         for shard in range(shards)
-    ]
-    commands.append([*base, "dbwriter", "--redis", redis_url, "--database", database_url])
-    started: list[subprocess.Popen[bytes]] = []
+    }
+    commands["dbwriter"] = [*base, "dbwriter", "--redis", redis_url, "--database", database_url]
+    started: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for number, command in enumerate(commands):
-            out = (log_dir / f"process-{number}.log").open("wb")
-            started.append(
-                subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+        for label, command in commands.items():
+            out = (log_dir / f"{label}.log").open("wb")
+            started[label] = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()
             )
-        yield
+        yield started
     finally:
-        for process in started:
+        for process in started.values():
             process.terminate()
-        for process in started:
+        for process in started.values():
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -190,8 +203,26 @@ async def _drop_database(admin_url: str, database_url: str) -> None:
 # ---------------------------------------------------------------------- driving
 
 
+@dataclass(frozen=True)
+class Tick:
+    """Commands sent together: ``batches`` per shard input, numbered ``corrs``, at tick ``number``."""
+
+    number: int
+    corrs: range
+    batches: dict[tuple[topo.Role, int], list[bytes]]
+
+
+_CORRELATIONS = msgspec.msgpack.Decoder(list[tuple[int, msgspec.Raw]])
+"""A reply message's correlation numbers, leaving the events undecoded (the bench needs none)."""
+
+
 class Driver:
-    """Appends commands to the shards' inputs and times their answers."""
+    """Appends commands to the shards' inputs and times their answers.
+
+    Commands are encoded before a rate's clock starts (:meth:`plan`), so the load
+    generator's cost while it runs is one append per shard input per tick and the
+    answers' correlation numbers.
+    """
 
     def __init__(self, server_url: str, topology: topo.Topology) -> None:
         self.topology = topology
@@ -215,16 +246,33 @@ class Driver:
         assert isinstance(command, PlaceOrder | Deposit)
         return "accounts", self.topology.accounts_shard(command.user)
 
-    async def send(self, commands: Sequence[Command], scheduled: float, ts: int) -> None:
+    def encode(self, commands: Sequence[Command], ts: int, number: int = 0) -> Tick:
+        """Stamp, number and encode ``commands`` as one tick's appends (one batch per shard input)."""
         batches: dict[tuple[topo.Role, int], list[bytes]] = {}
+        first = self._corr + 1
         for command in commands:
             self._corr += 1
-            self.sent_at[self._corr] = scheduled
-            stamped = _stamp(command, ts)
-            batches.setdefault(self._target(command), []).append(
-                ENCODER.encode(Envelope(stamped, self.channel, self._corr))
-            )
-        await asyncio.gather(*(self.logs[target].append(batch) for target, batch in batches.items()))
+            envelope = Envelope(msgspec.structs.replace(command, ts=ts), self.channel, self._corr)
+            batches.setdefault(self._target(command), []).append(ENCODER.encode(envelope))
+        return Tick(number, range(first, self._corr + 1), batches)
+
+    def plan(self, commands: Sequence[Command], rate: int, ts: int) -> list[Tick]:
+        """The ticks that send ``commands`` at ``rate``, encoded ahead (``ts``: the first tick's time)."""
+        ticks = []
+        sent = number = 0
+        while sent < len(commands):
+            number += 1
+            upto = min(len(commands), int(rate * number * TICK_S))
+            if upto > sent:
+                ticks.append(self.encode(commands[sent:upto], ts + int(number * TICK_S * 1000), number))
+                sent = upto
+        return ticks
+
+    async def send(self, tick: Tick, scheduled: float) -> None:
+        """Append a tick's batches, one per shard input, concurrently; time them from ``scheduled``."""
+        for corr in tick.corrs:
+            self.sent_at[corr] = scheduled
+        await asyncio.gather(*(self.logs[target].append(batch) for target, batch in tick.batches.items()))
 
     async def listen(self, ready: asyncio.Event) -> None:
         pubsub = self.client.pubsub()
@@ -236,8 +284,8 @@ class Driver:
                 if message is None:
                     continue
                 now = time.perf_counter()
-                for reply in REPLIES_DECODER.decode(message["data"]):
-                    scheduled = self.sent_at.pop(reply.corr, None)
+                for corr, _ in _CORRELATIONS.decode(message["data"]):
+                    scheduled = self.sent_at.pop(corr, None)
                     if scheduled is not None:
                         self.latencies_ms.append((now - scheduled) * 1000)
                         self.answered += 1
@@ -251,30 +299,20 @@ class Driver:
         await self.client.aclose()
 
 
-def _stamp(command: Command, ts: int) -> Command:
-    import msgspec
-
-    return msgspec.structs.replace(command, ts=ts)
-
-
 async def _open_loop(
     driver: Driver, commands: Sequence[Command], rate: int, seconds: float, shards: int
 ) -> RateResult:
     total = min(len(commands), int(rate * seconds))
+    ticks = driver.plan(commands[:total], rate, time.time_ns() // 1_000_000)
     start = time.perf_counter()
     answered_before = driver.answered
     first_latency = len(driver.latencies_ms)
-    sent = 0
-    tick = 0
-    while sent < total:
-        tick += 1
-        due = start + tick * TICK_S
+    for tick in ticks:
+        due = start + tick.number * TICK_S
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        upto = min(total, int(rate * tick * TICK_S))
-        if upto > sent:
-            # every command of this tick is scheduled at its own instant within the tick
-            await driver.send(commands[sent:upto], due - TICK_S / 2, time.time_ns() // 1_000_000)
-            sent = upto
+        # every command of this tick is scheduled at its own instant within the tick
+        await driver.send(tick, due - TICK_S / 2)
+    sent = total
     deadline = time.perf_counter() + 30
     while driver.sent_at and time.perf_counter() < deadline:
         await asyncio.sleep(0.01)
@@ -284,27 +322,63 @@ async def _open_loop(
     )
 
 
-async def _written(server_url: str, topology: topo.Topology, database_url: str) -> tuple[int, int]:
-    """(output entries in Redis, of which committed to SQL), over every output stream."""
-    from sqlalchemy import text
+class _Watch:
+    """Reads the bench's progress on one Redis and one Postgres connection (opened once)."""
 
-    from investo.store.db import make_engine
+    def __init__(self, client: aioredis.Redis, topology: topo.Topology, database: Any) -> None:
+        self.client = client
+        self.topology = topology
+        self.database = database  # an asyncpg connection to the bench's database
 
-    client = aioredis.Redis.from_url(server_url)
-    outputs = 0
-    for role, shard in topology.every_output():
-        outputs += int(await client.get(f"{topology.output_prefix(role, shard)}:next") or 0)
-    await client.aclose()
-    db = make_engine(database_url)
-    try:
-        async with db.connect() as conn:
-            rows = (await conn.execute(text("SELECT name, log_offset FROM writer_progress"))).all()
-    except Exception:  # the writer has not migrated yet
-        rows = []
-    finally:
-        await db.dispose()
-    committed = sum(int(offset) // topo.STREAMS_PER_OFFSET for _, offset in rows)
-    return outputs, committed
+    @classmethod
+    async def open(cls, client: aioredis.Redis, topology: topo.Topology, database_url: str) -> _Watch:
+        import asyncpg
+
+        return cls(client, topology, await asyncpg.connect(_asyncpg_dsn(database_url)))
+
+    async def written(self) -> tuple[int, int]:
+        """(output entries in Redis, of which committed to SQL), over every output stream."""
+        import asyncpg
+
+        outputs = 0
+        for role, shard in self.topology.every_output():
+            outputs += int(await self.client.get(f"{self.topology.output_prefix(role, shard)}:next") or 0)
+        try:
+            rows = await self.database.fetch("SELECT log_offset FROM writer_progress")
+        except asyncpg.UndefinedTableError:  # the writer has not migrated yet
+            rows = []
+        return outputs, sum(int(row[0]) // topo.STREAMS_PER_OFFSET for row in rows)
+
+    async def backends(self) -> list[int]:
+        """The Postgres server processes serving the bench's database (this connection's excepted)."""
+        rows = await self.database.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [int(row[0]) for row in rows]
+
+    async def postgres_helpers(self) -> list[int]:
+        """Postgres's WAL writer, checkpointer and background writer (shared by every database)."""
+        rows = await self.database.fetch(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE backend_type IN ('walwriter', 'checkpointer', 'background writer')"
+        )
+        return [int(row[0]) for row in rows]
+
+    async def redis_pid(self) -> int | None:
+        """The Redis server's pid if it runs on this machine."""
+        pid = int((await self.client.info("server"))["process_id"])
+        try:
+            with open(f"/proc/{pid}/comm") as handle:
+                return pid if handle.read().startswith("redis") else None
+        except OSError:
+            return None
+
+    async def close(self) -> None:
+        await self.database.close()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def run_one(
@@ -325,18 +399,18 @@ async def run_one(
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / namespace
     log_dir.mkdir(parents=True, exist_ok=True)
     driver = Driver(server_url, topology)
+    watch = await _Watch.open(admin, topology, database_url)
+    meter = CpuMeter()
     try:
-        with _processes(cluster_url, database_url, shards, log_dir):
+        with _processes(cluster_url, database_url, shards, log_dir) as processes:
             ready = asyncio.Event()
             listener = asyncio.create_task(driver.listen(ready))
             await ready.wait()
-            funding = deposits()
-            for start in range(0, len(funding), 500):
-                await driver.send(
-                    funding[start : start + 500], time.perf_counter(), time.time_ns() // 1_000_000
-                )
-            while driver.sent_at:
-                await asyncio.sleep(0.05)
+            await _fund(driver)
+            await _until_committed(watch)
+            await _meter_processes(meter, processes, watch)
+            load = os.getloadavg()[0]
+            meter.start()
             results = []
             first = time.perf_counter()
             offset = 0
@@ -345,21 +419,68 @@ async def run_one(
                 offset += len(chunk)
                 results.append(await _open_loop(driver, chunk, rate, seconds, shards))
             last_answer = driver.last_answer
-            while True:
-                outputs, committed = await _written(server_url, topology, database_url)
-                if committed >= outputs:
-                    break
-                await asyncio.sleep(0.1)
+            await _until_committed(watch)
             done = time.perf_counter()
+            meter.add("postgres", await watch.backends())
+            meter.stop()
             await cancel_and_wait(listener)
+        writer_lines = _writer_stats(log_dir / "dbwriter.log")
     finally:
         await driver.close()
+        await watch.close()
         keys = [key async for key in admin.scan_iter(match=f"{namespace}:*", count=1000)]
         for start in range(0, len(keys), 500):
             await admin.delete(*keys[start : start + 500])
         await admin.aclose()
         await _drop_database(admin_url, database_url)
-    return ClusterRun(shards, results, offset, done - first, done - last_answer)
+    return ClusterRun(
+        shards,
+        results,
+        offset,
+        done - first,
+        done - last_answer,
+        load,
+        meter.per_thousand(offset),
+        writer_lines,
+    )
+
+
+def _writer_stats(path: Path) -> list[str]:
+    """What the DB writer said at exit of each stream it wrote (entries, transactions, rows)."""
+    return [line.strip() for line in path.read_text().splitlines() if " transactions, " in line]
+
+
+async def _fund(driver: Driver) -> None:
+    """Deposit every user's funds and wait for the answers."""
+    funding = deposits()
+    for start in range(0, len(funding), 500):
+        tick = driver.encode(funding[start : start + 500], time.time_ns() // 1_000_000)
+        await driver.send(tick, time.perf_counter())
+    while driver.sent_at:
+        await asyncio.sleep(0.05)
+
+
+async def _until_committed(watch: _Watch) -> None:
+    """Wait until every output entry in Redis is committed to Postgres."""
+    while True:
+        outputs, committed = await watch.written()
+        if committed >= outputs:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _meter_processes(
+    meter: CpuMeter, processes: dict[str, subprocess.Popen[bytes]], watch: _Watch
+) -> None:
+    """Meter the bench's processes, this one, Redis and the database's Postgres processes."""
+    for label, process in processes.items():
+        meter.add(label, [process.pid])
+    meter.add("bench", [os.getpid()])
+    redis_pid = await watch.redis_pid()
+    if redis_pid is not None:
+        meter.add("redis(shared)", [redis_pid])
+    meter.add("postgres", await watch.backends())
+    meter.add("postgres-aux(shared)", await watch.postgres_helpers())
 
 
 def run(

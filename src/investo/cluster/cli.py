@@ -1,4 +1,5 @@
-"""The distributed mode's commands: ``investo cluster init|status``, ``investo engine``, ``investo dbwriter``.
+"""The distributed mode's commands: ``investo cluster init|status``, ``investo engine``, ``investo dbwriter``,
+``investo gateway``.
 
 Every process takes ``--redis redis://host:port/db?prefix=<namespace>`` and finds the
 markets and the shard map there (written by ``investo cluster init``). Each long-running
@@ -17,6 +18,7 @@ import redis.asyncio as aioredis
 import typer
 
 from investo.cluster import topology as topo
+from investo.tasks import settle_heap
 
 app = typer.Typer(help="The distributed mode's shard map (Redis).", no_args_is_help=True)
 
@@ -128,6 +130,7 @@ def engine(
         _stop_on_signals(stop)
         try:
             replayed = await shard_engine.recover()
+            settle_heap()
             await shard_engine.write_status()  # also says "up" to operators and tests
             typer.echo(f"{role} shard {shard}: replayed {replayed}, at input offset {shard_engine.applied}")
             await shard_engine.run(stop)
@@ -152,22 +155,29 @@ def dbwriter(
         str, typer.Option(help="SQL history (postgresql://…).")
     ] = "postgresql://127.0.0.1/investo",
     lease_ms: Annotated[int, typer.Option(help="A dead writer's streams are taken over after this.")] = 10000,
+    linger_ms: Annotated[
+        int, typer.Option(help="Wait up to this long to gather a full batch: fewer, larger transactions.")
+    ] = 50,
 ) -> None:
     """Write every shard's output stream into SQL until SIGTERM; run several for fail-over."""
-    from sqlalchemy.engine import make_url
-
     from investo.cluster.dbwriter import DbWriter
     from investo.log.redis import redacted
+    from investo.store.db import redacted_url
 
     async def run() -> None:
-        writer = DbWriter(redis, database, lease_ms=lease_ms)
+        writer = DbWriter(redis, database, lease_ms=lease_ms, linger_s=linger_ms / 1000)
         stop = asyncio.Event()
         _stop_on_signals(stop)
         try:
             await writer.start()
-            where = make_url(database).render_as_string(hide_password=True)
-            typer.echo(f"db writer {writer.writer_id}: {redacted(redis)} -> {where}")
+            settle_heap()
+            typer.echo(f"db writer {writer.writer_id}: {redacted(redis)} -> {redacted_url(database)}")
             await writer.run(stop)
+            for prefix, stats in writer.written.items():
+                typer.echo(
+                    f"db writer {writer.writer_id}: {prefix}: {stats.commands} entries in "
+                    f"{stats.transactions} transactions, {stats.rows} rows, {stats.seconds:.2f} s writing"
+                )
         finally:
             await writer.close()
 
@@ -177,3 +187,25 @@ def dbwriter(
         except topo.ClusterNotInitialised as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(1) from None
+
+
+def gateway(
+    redis: RedisOption = DEFAULT_REDIS,
+    database: Annotated[
+        str, typer.Option("--database", "--database-url", help="The cluster's SQL history (postgresql://…).")
+    ] = "postgresql://127.0.0.1/investo",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the API.")] = 8000,
+    rate_limit: Annotated[int, typer.Option(help="Requests per minute per IP (0: none).")] = 60_000,
+    order_limit: Annotated[int, typer.Option(help="Orders per 10 s per API key (0: none).")] = 10_000,
+    reply_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for an engine's answer before 'status unknown'.")
+    ] = 5.0,
+    log_level: Annotated[str, typer.Option(help="debug logs one line per request.")] = "warning",
+) -> None:
+    """Serve the REST API (and user data streams) over a cluster; run as many as you like."""
+    from investo.server import GatewayOptions, run_gateway
+
+    options = GatewayOptions(redis, database, host, port, rate_limit, order_limit, log_level)
+    options.reply_timeout_s = reply_timeout
+    run_gateway(options)

@@ -16,7 +16,9 @@ Guarantees
   executed (Redis pub/sub delivers at most once), and the caller looks the order up
   by its client order id. The client never retries by itself.
 * The shard map is reloaded whenever ``investo cluster init`` announces a change,
-  without a restart.
+  without a restart; ``on_topology`` callbacks hear of it.
+* Other announcements of the cluster ride on the same subscription: handlers added
+  with :meth:`ClusterClient.on_message` before :meth:`ClusterClient.start`.
 
 Costs: one append (one round trip, plus the server's fsync) per command, and one
 pub/sub message per answer; ``ts`` never decreases within one client.
@@ -72,12 +74,29 @@ class ClusterClient:
         self._numbers = itertools.count(1)
         self.topology: Topology | None = None
         self.reply_channel = ""
+        self._handlers: dict[bytes, Callable[[bytes], None]] = {}
+        self.on_topology: list[Callable[[Topology], None]] = []  # must not block: replies wait
 
-    async def start(self) -> None:
-        self.topology = await topo.load(self._client, self.namespace)
+    def on_message(self, channel: str, handler: Callable[[bytes], None]) -> None:
+        """Call ``handler(data)`` for every message on ``channel`` (add before :meth:`start`)."""
+        self._handlers[channel.encode()] = handler
+
+    async def start(self, *, wait: bool = False) -> None:
+        """Load the shard map (waiting for Redis if ``wait``) and subscribe to the reply channel."""
+        if wait:
+            self.topology = await topo.load_when_reachable(
+                self._client, self.namespace, lambda exc: log.warning("waiting for Redis: %s", exc)
+            )
+        else:
+            self.topology = await topo.load(self._client, self.namespace)
         self.reply_channel = self.topology.reply_channel(self.gateway_id)
         self._pubsub = self._client.pubsub()
-        await self._pubsub.subscribe(self.reply_channel, topo.changes_channel(self.namespace))
+        channels = [
+            self.reply_channel,
+            topo.changes_channel(self.namespace),
+            *map(bytes.decode, self._handlers),
+        ]
+        await self._pubsub.subscribe(*channels)
         self._listener = asyncio.create_task(self._listen(self._pubsub), name=f"replies-{self.gateway_id}")
 
     async def close(self) -> None:
@@ -148,9 +167,16 @@ class ClusterClient:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is None:
                     continue
-                if message["channel"] == changes:
+                channel = message["channel"]
+                if channel == changes:
                     self.topology = await topo.load(self._client, self.namespace)
                     log.info("shard map reloaded: version %d", self.topology.version)
+                    for callback in self.on_topology:
+                        callback(self.topology)
+                    continue
+                handler = self._handlers.get(channel)
+                if handler is not None:
+                    handler(message["data"])
                     continue
                 for reply in REPLIES_DECODER.decode(message["data"]):
                     future = self._waiting.get(reply.corr)

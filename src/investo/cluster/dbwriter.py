@@ -25,9 +25,17 @@ Guarantees
   offset ``o * 1024 + n`` (:meth:`~investo.cluster.topology.Topology.stream_number`).
 * Output streams are trimmed behind the watermark, keeping the last ``retain``
   entries for late readers.
+* After each commit the new watermark is announced on ``<ns>:dbwriter:written``
+  (``"<output prefix> <offset>"``), so gateways waiting to read their writes from SQL
+  hear of it at once (at most once: they also poll ``writer_progress``).
 
-Costs: one ``XREADGROUP`` + one transaction + one ``XACK`` per batch of up to
-``batch`` entries per stream; several writers share the streams between them.
+Costs: one ``XREADGROUP`` + one ``XACK`` per read of up to ``batch`` entries per
+stream, and one transaction per ``batch`` entries or per ``linger`` (default 50 ms),
+whichever comes first: larger transactions cost Postgres much less per entry, and the
+lag grows by at most ``linger``. Entries are read as hiredis parses them (no dict per
+entry), and accounts entries without a deposit or withdrawal are not decoded. Several
+writers share the streams between them (one lease per stream; within a process each
+stream is written by its own task and its own connection, concurrently).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import secrets
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -53,7 +61,8 @@ from investo.core.messages import Deposited, Event, Withdrawn
 from investo.log.redis import RedisLog
 from investo.store.db import make_engine
 from investo.store.migrate import upgrade
-from investo.store.writer import HistoryWriter
+from investo.store.writer import HistoryWriter, WriterStats
+from investo.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,25 @@ class _Entry:
 _ACCOUNTS_ROWS = (Deposited, Withdrawn)
 
 
+def _may_hold_accounts_rows(payload: bytes) -> bool:
+    """False only if the encoded entry holds no Deposited / Withdrawn (their tags are absent).
+
+    Most accounts entries are one ``OrderAccepted`` (its row comes from the matching
+    stream): a substring test skips decoding them. A false positive (the tag inside a
+    client order id) is only decoded and filtered like any other entry.
+    """
+    return b"Deposited" in payload or b"Withdrawn" in payload  # the tags of _ACCOUNTS_ROWS
+
+
+def _read_rows(found: Any) -> list[tuple[bytes, bytes | None]]:
+    """``(entry id, payload)`` from a raw XREADGROUP answer on one stream.
+
+    RESP3 gives ``{stream: [[id, [b"p", payload]], ...]}``, RESP2 ``[[stream, [...]]]``.
+    """
+    rows = next(iter(found.values())) if isinstance(found, dict) else found[0][1]
+    return [(entry_id, fields[1] if fields else None) for entry_id, fields in rows]
+
+
 class StreamWriter:
     """Writes one output stream while this process holds its lease."""
 
@@ -99,6 +127,7 @@ class StreamWriter:
         *,
         batch: int = 2_000,
         retain: int = 100_000,
+        announce_channel: str = "",
     ) -> None:
         self.client = client
         self.out = out
@@ -111,6 +140,8 @@ class StreamWriter:
         self.key = out.stream_key
         self._unacknowledged: deque[tuple[int, list[Any]]] = deque()  # (SQL offset, entry ids) in read order
         self._acks = 0
+        self.announce_channel = announce_channel
+        self._committed = asyncio.Event()
 
     @property
     def written(self) -> int:
@@ -121,19 +152,39 @@ class StreamWriter:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: the group exists
             await self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
         await self.history.load_progress()
+        self.history.on_durable = lambda _: self._committed.set()
         self.history.start()
+        announcer = asyncio.create_task(self._announce(), name=f"announce-{self.key}")
         try:
             await self._claim_pending()
             while not stop.is_set():
-                found = await self.client.xreadgroup(
+                found: Any = await self.client.xreadgroup(
                     GROUP, self.consumer, {self.key: ">"}, self.batch, block=200
                 )
-                for _, rows in cast(list[tuple[bytes, list[Any]]], found):
-                    await self._write(rows)
+                if found:
+                    await self._write(_read_rows(found))
                 await self._acknowledge_committed()
         finally:
             await self.history.stop()
+            await cancel_and_wait(announcer)
         await self._acknowledge_committed()  # what the final flush committed
+
+    async def _announce(self) -> None:
+        """Publish the watermark after commits (coalesced: the latest one when Redis is free)."""
+        if not self.announce_channel:
+            return
+        prefix = self.out.prefix
+        announced = -1
+        while True:
+            await self._committed.wait()
+            self._committed.clear()
+            written = self.written
+            if written != announced:
+                try:
+                    await self.client.publish(self.announce_channel, f"{prefix} {written}")
+                    announced = written
+                except RedisError as exc:  # at most once anyway: gateways poll SQL as well
+                    log.debug("announcing %s at %d failed: %s", prefix, written, exc)
 
     async def _claim_pending(self) -> None:
         """Take over what a dead writer read but never acknowledged."""
@@ -142,23 +193,27 @@ class StreamWriter:
             answer = await self.client.xautoclaim(self.key, GROUP, self.consumer, 0, cursor, count=self.batch)
             cursor, rows = answer[0], answer[1]
             if rows:
-                await self._write(rows)
+                await self._write([(entry_id, (fields or {}).get(b"p")) for entry_id, fields in rows])
             if cursor in (b"0-0", "0-0"):
                 return
 
-    async def _write(self, rows: list[Any]) -> None:
+    async def _write(self, rows: list[tuple[bytes, bytes | None]]) -> None:
+        """Queue read entries ``(entry id, payload)`` for the history writer; acknowledge the committed."""
         entries = []
         ids = []
-        for entry_id, fields in rows:
+        accounts = self.role == "accounts"
+        for entry_id, payload in rows:
             ids.append(entry_id)
-            if fields is None or b"p" not in fields:
+            if payload is None:
                 continue  # trimmed away meanwhile: it was committed before (trims stay behind the watermark)
-            output = OUTPUT_DECODER.decode(fields[b"p"])
-            events = output.events
-            if self.role == "accounts":
+            offset = int(entry_id[: entry_id.index(b"-")]) * topo.STREAMS_PER_OFFSET + self.stream_number
+            if accounts and not _may_hold_accounts_rows(payload):
+                entries.append(_Entry(offset, ()))  # nothing to store; still moves the watermark
+                continue
+            events: Sequence[Event] = OUTPUT_DECODER.decode(payload).events
+            if accounts:
                 events = [e for e in events if isinstance(e, _ACCOUNTS_ROWS)]
-            offset = int(entry_id.split(b"-", 1)[0])
-            entries.append(_Entry(offset * topo.STREAMS_PER_OFFSET + self.stream_number, events))
+            entries.append(_Entry(offset, events))
         if entries:
             self.history.on_applied(entries)  # written by its own task while we read on
         self._unacknowledged.append((entries[-1].offset if entries else 0, ids))
@@ -192,18 +247,23 @@ class DbWriter:
         writer_id: str | None = None,
         lease_ms: int = 10_000,
         batch: int = 2_000,
+        linger_s: float = 0.05,
     ) -> None:
+        self.linger_s = linger_s
         self.server_url, self.namespace = topo.split_url(redis_url)
         self.database_url = database_url
         self.writer_id = writer_id or secrets.token_hex(6)
         self.lease_ms = lease_ms
         self.batch = batch
         self.client: aioredis.Redis = aioredis.Redis.from_url(self.server_url)
+        # Read entries as hiredis parses them: redis-py's callback builds a dict per entry.
+        self.client.set_response_callback("XREADGROUP", lambda response, **_: response)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
         self.db: AsyncEngine | None = None
         self.topology: Topology | None = None
         self.writers: dict[str, tuple[StreamWriter, asyncio.Event, asyncio.Task[None]]] = {}
+        self.written: dict[str, WriterStats] = {}  # the stats of the streams let go, by prefix
 
     async def start(self) -> None:
         """Load the shard map and migrate the database, waiting for Redis and the database to be up."""
@@ -260,9 +320,14 @@ class DbWriter:
     def _take(self, role: Role, shard: int, prefix: str) -> None:
         assert self.db is not None and self.topology is not None
         out = RedisLog(topo.log_url(self.server_url, prefix))
-        history = HistoryWriter(self.db, self.topology.markets, name=prefix, max_commands=self.batch)
+        history = HistoryWriter(
+            self.db, self.topology.markets, name=prefix, max_commands=self.batch, linger_s=self.linger_s
+        )
         number = self.topology.stream_number(role, shard)
-        writer = StreamWriter(self.client, out, role, number, history, self.writer_id, batch=self.batch)
+        writer = StreamWriter(
+            self.client, out, role, number, history, self.writer_id, batch=self.batch,
+            announce_channel=topo.written_channel(self.namespace),
+        )  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(writer.run(stop), name=f"dbwriter-{prefix}")
         self.writers[prefix] = (writer, stop, task)
@@ -273,6 +338,7 @@ class DbWriter:
         stop.set()
         with contextlib.suppress(Exception):
             await task
+        self.written[prefix] = writer.history.stats
         with contextlib.suppress(Exception):
             await writer.out.close()
         with contextlib.suppress(RedisError):  # else the lease just expires

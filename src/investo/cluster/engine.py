@@ -16,15 +16,22 @@ Invariants
   shard is *fenced*: its first publish fails and it stops (:class:`Fenced`). A
   publish whose answer is lost (Redis restarting) is retried with the same
   payloads, and counts as done if ``done`` already moved to its end.
-* **Deterministic.** State is a pure function of the input log; replies are sent
-  only after their batch is published, so a gateway never hears of something a
-  crash could undo (with Redis AOF ``appendfsync always``).
+* **Deterministic.** State is a pure function of the input log.
+* **Answers after durability.** The script PUBLISHes the batch's answers (one message
+  per gateway) only after its writes, and only if it writes at all. Redis sends
+  every client's output, pub/sub messages included, only after the AOF holds the
+  writes of the commands that produced it (``appendfsync always``: the fsync comes
+  first, and a socket still sending older output does so behind a write barrier), so
+  a gateway never hears of something a crash could undo. A publish retried after a
+  lost answer is refused (``done`` moved) and sends nothing twice.
 * Snapshots are taken only of published state (offset ≤ ``done``), and the input
   is trimmed only behind a snapshot that remains.
 
-Costs: per batch, one read and one script call (one round trip each) plus a
-pipelined PUBLISH per gateway answered; stepping is the engines' cost; a snapshot serialises
-the shard every ``snapshot_every`` entries.
+Costs: per batch, two round trips: one ``XREAD BLOCK`` (returns at once when
+entries wait) and one script call (on the server: one ``XADD`` per output and
+forward, one ``PUBLISH`` per gateway answered); one msgpack decode per input entry
+and one encode per output, forward and answer message; stepping is the engines'
+cost; a snapshot serialises the shard every ``snapshot_every`` entries.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Output, Reply
+from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Envelope, Output, Reply
 from investo.cluster.shards import AccountsShard, MatchingShard, Shard, Step
 from investo.cluster.topology import Role, Topology, log_url
 from investo.log.base import LogError
@@ -55,8 +62,10 @@ ReplayProgress = Callable[[int, int], None]
 RETRY_S = 0.2  # between attempts while Redis is unreachable
 
 # KEYS: done, then (stream, next) per target log. ARGV: expected done, new done, then per
-# target: a count and that many payloads. Checks everything first, so a refused call
-# writes nothing; appends with the RedisLog layout (stream id "<offset>-0", field p).
+# target: a count and that many payloads, then the number of answers and that many
+# (channel, message) pairs. Checks everything first, so a refused call writes and sends
+# nothing; appends with the RedisLog layout (stream id "<offset>-0", field p), then
+# publishes the answers (Redis sends them after the script's writes are in the AOF).
 _PUBLISH = """#!lua
 local done = tonumber(redis.call('GET', KEYS[1]) or '0')
 if done ~= tonumber(ARGV[1]) then
@@ -82,6 +91,10 @@ for j = 1, targets do
     redis.call('SET', KEYS[2 * j + 1], string.format('%d', last + count))
 end
 redis.call('SET', KEYS[1], ARGV[2])
+local answers = tonumber(ARGV[a])
+for i = 1, answers do
+    redis.call('PUBLISH', ARGV[a + 2 * i - 1], ARGV[a + 2 * i])
+end
 return 1
 """
 
@@ -183,9 +196,8 @@ class ShardEngine:
         """
         while not stop.is_set():
             try:
-                entries = await self.input.read(self.applied, self.batch)
+                entries = await self.input.read_or_wait(self.applied, self.batch, self.block_ms)
                 if not entries:
-                    await self.input.wait_for_entries(self.applied, self.block_ms)
                     continue
             except LogError as exc:
                 log.warning("%r cannot read its input (%s); retrying", self, exc)
@@ -196,9 +208,10 @@ class ShardEngine:
     async def process(self, entries: list[tuple[int, bytes]]) -> None:
         """Step, publish and answer one batch read from the input."""
         steps = [(offset, step_entry(self.shard, offset, payload)) for offset, payload in entries]
-        await self._publish_batch(self.applied, entries[-1][0], steps)
+        answers = _answers(steps)
+        await self._publish_batch(self.applied, entries[-1][0], steps, answers)
         self.applied = entries[-1][0]
-        await self._reply(steps)
+        self.stats.replies += answers.count
         self.stats.entries += len(entries)
         self.stats.batches += 1
         self._since_snapshot += len(entries)
@@ -208,7 +221,10 @@ class ShardEngine:
             except LogError as exc:  # no harm: the next batch tries again
                 log.warning("%r: snapshot failed (%s)", self, exc)
 
-    async def _publish_batch(self, expected: int, new: int, steps: list[tuple[int, Step]]) -> None:
+    async def _publish_batch(
+        self, expected: int, new: int, steps: list[tuple[int, Step]], answers: _Answers
+    ) -> None:
+        """Publish a batch's outputs, forwards and answers with one script call (retried; see the module)."""
         payloads: dict[RedisLog, list[bytes]] = {}
         outputs = [ENCODER.encode(Output(offset, s.output)) for offset, s in steps if s.output]
         if outputs:
@@ -217,10 +233,13 @@ class ShardEngine:
             for role, shard, envelope in step.forwards:
                 payloads.setdefault(self._target_log(role, shard), []).append(ENCODER.encode(envelope))
         keys: list[str] = [self._done_key]
-        args: list[int | bytes] = [expected, new]
+        args: list[int | bytes | str] = [expected, new]
         for target, batch in payloads.items():
             keys += [target.stream_key, target.next_key]
             args += [len(batch), *batch]
+        args.append(len(answers.messages))
+        for channel, message in answers.messages:
+            args += [channel, message]
         retried = False
         while True:
             try:
@@ -246,24 +265,6 @@ class ShardEngine:
                 return int(await self.client.get(self._done_key) or 0)
             except (RedisConnectionError, RedisTimeoutError):
                 await asyncio.sleep(RETRY_S)
-
-    async def _reply(self, steps: list[tuple[int, Step]]) -> None:
-        """One PUBLISH per gateway: the batch's answers for it, as a list."""
-        by_channel: dict[str, list[Reply]] = {}
-        for _, step in steps:
-            if step.reply is not None:
-                by_channel.setdefault(step.reply_to, []).append(step.reply)
-        if not by_channel:
-            return
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for channel, replies in by_channel.items():
-                    pipe.publish(channel, ENCODER.encode(replies))
-                await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError) as exc:  # the gateways time out: "status unknown"
-            log.warning("%r: answers to %d gateways lost (%s)", self, len(by_channel), exc)
-            return
-        self.stats.replies += sum(map(len, by_channel.values()))
 
     def _target_log(self, role: Role, shard: int, *, output: bool = False) -> RedisLog:
         key = (role, shard) if not output else (role, -1 - shard)
@@ -309,11 +310,33 @@ class ShardEngine:
         await self.client.aclose()
 
 
-def step_entry(shard: Shard, offset: int, payload: bytes) -> Step:
-    """Step one input entry; one that does not decode is skipped (the same way on every replay)."""
+@dataclass(frozen=True, slots=True)
+class _Answers:
+    """A batch's answers: one message per gateway (a list of replies) and how many replies in all."""
+
+    messages: list[tuple[str, bytes]]
+    count: int
+
+
+def _answers(steps: list[tuple[int, Step]]) -> _Answers:
+    by_channel: dict[str, list[Reply]] = {}
+    for _, step in steps:
+        if step.reply is not None:
+            by_channel.setdefault(step.reply_to, []).append(step.reply)
+    messages = [(channel, ENCODER.encode(replies)) for channel, replies in by_channel.items()]
+    return _Answers(messages, sum(map(len, by_channel.values())))
+
+
+def decode_entry(offset: int, payload: bytes) -> Envelope | None:
+    """An input entry's envelope; None for one that does not decode (skipped the same way on every replay)."""
     try:
-        envelope = ENVELOPE_DECODER.decode(payload)
+        return ENVELOPE_DECODER.decode(payload)
     except msgspec.DecodeError as exc:
         log.error("input entry %d does not decode (%s): skipped", offset, exc)
-        return Step()
-    return shard.step(envelope)
+        return None
+
+
+def step_entry(shard: Shard, offset: int, payload: bytes) -> Step:
+    """Step one input entry (see :func:`decode_entry`)."""
+    envelope = decode_entry(offset, payload)
+    return Step() if envelope is None else shard.step(envelope)

@@ -2,33 +2,42 @@
 
 A replica loads the shard's latest snapshot and steps the shard's input log with the same
 deterministic code as the engine, but only up to ``<shard>:done`` (what the engine has
-published) and without publishing anything. Gateways and WebSocket processes use replicas
-of the matching shards for books and of the accounts shards for balances; a replica is
-also a second witness of the engine's state (same input, same state hash).
+published) and without publishing anything. Gateways use replicas of the matching shards
+for books and of the accounts shards for balances (:mod:`investo.cluster.view`); a replica
+is also a second witness of the engine's state (same input, same state hash).
 
 Invariants: a replica never writes to Redis; it is never ahead of the engine's published
 state (``applied <= done``); after catching up its state hash is the engine's at that
-offset. ``on_step`` sees every stepped entry in input order with the events the engine
-published for it (the output entry's events), replays from the snapshot included. A
-replica that falls behind the input's trim (the engine trims behind its snapshots)
-reloads the latest snapshot: ``on_step`` then misses the entries in between, and a
-reader must resync from the replica's state, as a WebSocket client does from a snapshot.
+offset. ``on_batch`` sees every stepped entry in input order, as ``(offset, envelope,
+step)`` with the events the engine published for it (``step.output``), a read batch at a
+time, replays from the snapshot included. A replica that falls behind the input's trim
+(the engine trims behind its snapshots) reloads the latest snapshot and calls
+``on_reload``: ``on_batch`` then misses the entries in between, and a reader must resync
+from the replica's state, as a WebSocket client does from a snapshot.
+
+:meth:`ShardReplica.wait_applied` lets a reader wait until the replica has stepped a given
+offset (read-your-writes: the offset is read from Redis when the read starts).
 
 Costs: the shard's stepping cost, plus one ``GET done`` and one read per batch; idle, one
-blocking read on the input log every ``block_ms``.
+blocking read on the input log every ``block_ms``; while the engine is busy with entries
+not yet published, one ``GET done`` every ``poll_s`` (or sooner when :meth:`poke`\\ d).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections.abc import Callable
 
-from investo.cluster.engine import ShardEngine, step_entry
+from investo.cluster.engine import ShardEngine, decode_entry
+from investo.cluster.records import Envelope
 from investo.cluster.shards import Shard, Step
 from investo.cluster.topology import Role, Topology
 from investo.log.base import LogError, LogTrimmedError
 
-StepObserver = Callable[[int, Step], None]  # (input offset, what stepping it caused)
+Stepped = tuple[int, Envelope | None, Step]  # (input offset, the entry (None: undecodable), what it caused)
+BatchObserver = Callable[[list[Stepped]], None]
 
 
 class ShardReplica:
@@ -39,12 +48,24 @@ class ShardReplica:
         role: Role,
         shard: int,
         *,
-        on_step: StepObserver | None = None,
+        on_batch: BatchObserver | None = None,
+        on_reload: Callable[[], None] | None = None,
         batch: int = 1_000,
         block_ms: int = 200,
+        poll_s: float = 0.005,
     ) -> None:
         self._engine = ShardEngine(server_url, topology, role, shard, batch=batch, block_ms=block_ms)
-        self.on_step = on_step
+        self.role = role
+        self.shard_no = shard
+        self.on_batch = on_batch
+        self.on_reload = on_reload
+        self.poll_s = poll_s
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap by offset
+        self._waiter_seq = itertools.count()
+        self._poked = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<ShardReplica {self.role} {self.shard_no} at {self.applied}>"
 
     @property
     def shard(self) -> Shard:
@@ -61,6 +82,7 @@ class ShardReplica:
     async def start(self) -> None:
         """Load the snapshot; what follows it is stepped by :meth:`catch_up` / :meth:`follow`."""
         await self._engine.load_snapshot()
+        self._resolve_waiters()
 
     async def catch_up(self) -> int:
         """Step everything the engine has published so far; return how many entries."""
@@ -71,12 +93,16 @@ class ShardReplica:
             entries = await engine.input.read(engine.applied, min(engine.batch, done - engine.applied))
             if not entries:
                 raise RuntimeError(f"the input of {engine!r} ends before its done offset {done}")
+            batch: list[Stepped] = []
             for offset, payload in entries:
-                step = step_entry(engine.shard, offset, payload)
+                envelope = decode_entry(offset, payload)
+                step = Step() if envelope is None else engine.shard.step(envelope)
                 engine.applied = offset
-                if self.on_step is not None:
-                    self.on_step(offset, step)
+                batch.append((offset, envelope, step))
             stepped += len(entries)
+            if self.on_batch is not None:
+                self.on_batch(batch)
+            self._resolve_waiters()
         return stepped
 
     async def follow(self, stop: asyncio.Event) -> None:
@@ -86,11 +112,45 @@ class ShardReplica:
             try:
                 if not await self.catch_up():
                     await engine.input.wait_for_entries(engine.applied, engine.block_ms)
-                    await asyncio.sleep(0.005)  # entries not published yet: the engine is on them
+                    await self._pause()  # entries not published yet: the engine is on them
             except LogTrimmedError:  # fell behind a trim: start again from the latest snapshot
                 await self.start()
+                if self.on_reload is not None:
+                    self.on_reload()
             except LogError:
                 await asyncio.sleep(0.2)
 
+    async def _pause(self) -> None:
+        self._poked.clear()
+        try:
+            async with asyncio.timeout(self.poll_s):
+                await self._poked.wait()
+        except TimeoutError:
+            pass
+
+    def poke(self) -> None:
+        """Look at ``done`` again now (a reader waits for an offset the engine may have published)."""
+        self._poked.set()
+
+    async def wait_applied(self, offset: int) -> None:
+        """Return once the replica has stepped ``offset`` (at once if it has)."""
+        if self._engine.applied >= offset:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (offset, next(self._waiter_seq), future))
+        self.poke()
+        await future
+
+    def _resolve_waiters(self) -> None:
+        waiters = self._waiters
+        applied = self._engine.applied
+        while waiters and waiters[0][0] <= applied:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():
+                future.set_result(None)
+
     async def close(self) -> None:
+        for _, _, future in self._waiters:
+            future.cancel()
+        self._waiters.clear()
         await self._engine.close()

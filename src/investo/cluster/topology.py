@@ -15,6 +15,10 @@ snapshots and trims): ``<ns>:accounts:<k>`` and ``<ns>:matching:<m>`` are the sh
 input logs, ``…:out`` their output logs, ``…:done`` the last input offset whose
 outputs are published. Gateway ``g`` gets its answers on ``<ns>:reply:<g>``.
 
+Announcements (pub/sub, at most once): ``<ns>:cluster:changed`` (a new shard map),
+``<ns>:dbwriter:written`` (``"<output prefix> <offset>"``: a DB writer committed a stream
+up to an offset), ``<ns>:keys:revoked`` (an API key id revoked on some gateway).
+
 Invariants: every market has exactly one matching shard; shard numbers are dense
 from 0; a stored document always parses (it is checked before it is written).
 """
@@ -140,6 +144,16 @@ def config_key(namespace: str) -> str:
 
 def changes_channel(namespace: str) -> str:
     return f"{namespace}:cluster:changed"
+
+
+def written_channel(namespace: str) -> str:
+    """Where DB writers announce ``"<output prefix> <offset>"`` after each commit."""
+    return f"{namespace}:dbwriter:written"
+
+
+def revoked_keys_channel(namespace: str) -> str:
+    """Where a gateway announces the id of an API key it revoked."""
+    return f"{namespace}:keys:revoked"
 
 
 def _check(markets: Mapping[str, MarketSpec], matching: Mapping[str, int], accounts_shards: int) -> None:

@@ -166,6 +166,10 @@ class RedisLog(Log):
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
             socket_timeout=_SOCKET_TIMEOUT_S,
         )
+        # Stream replies as hiredis parses them ([[id, [field, value]], ...]): redis-py's
+        # default callbacks build a dict per entry, which cost more than the rest of a read.
+        for command in ("XRANGE", "XREAD"):
+            self._client.set_response_callback(command, _raw)
         self._log_key = f"{self.prefix}:log"
         self._next_key = f"{self.prefix}:next"
         self._first_key = f"{self.prefix}:first"
@@ -201,11 +205,37 @@ class RedisLog(Log):
         found = await self._run(self._client.xread({self._log_key: f"{after}-0"}, count=1, block=timeout_ms))
         return bool(found)
 
+    async def read_or_wait(self, after: int, limit: int, timeout_ms: int) -> list[Entry]:
+        """Up to ``limit`` entries after ``after``, waiting at most ``timeout_ms`` for the first one.
+
+        One ``XREAD BLOCK`` round trip, which returns at once when entries are there: a
+        reader that keeps up costs one command per batch instead of a read and a wait.
+        Returns ``[]`` on timeout; raises :class:`LogTrimmedError` as :meth:`read` does.
+        """
+        self._check_open()
+        if after < 0 or limit < 1 or timeout_ms < 1:
+            raise ValueError(f"need after >= 0, limit, timeout_ms >= 1; got {after}, {limit}, {timeout_ms}")
+        key = self._log_key
+        found: Any = await self._run(self._client.xread({key: f"{after}-0"}, count=limit, block=timeout_ms))
+        if not found:
+            return []
+        # raw: RESP3 {stream: [[id, [b"p", payload]], ...]}, RESP2 [[stream, [...]]]
+        entries = _entries(next(iter(found.values())) if isinstance(found, dict) else found[0][1])
+        if entries[0][0] != after + 1:  # a gap: entries were trimmed; read() says so
+            return await self.read(after, limit)
+        return entries
+
     async def _append(self, batch: list[bytes]) -> int:
         first = await self._run(self._append_script(keys=[self._log_key, self._next_key], args=batch))
         return int(first)
 
     async def _read(self, after: int, limit: int) -> tuple[int, list[Entry]]:
+        rows: Any = await self._run(self._client.xrange(self._log_key, min=f"{after + 1}-0", count=limit))
+        entries = _entries(rows)
+        if entries and entries[0][0] == after + 1:
+            return after + 1, entries  # starts where asked: nothing before it matters (one command)
+
+        # Empty or a gap: read the first offset and the entries atomically to tell a trim apart.
         async def read() -> tuple[Any, Any]:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.get(self._first_key)
@@ -214,8 +244,7 @@ class RedisLog(Log):
                 return first, rows
 
         first, rows = await self._run(read())
-        entries = [(int(entry_id.split(b"-", 1)[0]), fields[b"p"]) for entry_id, fields in rows]
-        return _int_or(first, 1), entries
+        return _int_or(first, 1), _entries(rows)
 
     async def _last_offset(self) -> int:
         return _int_or(await self._run(self._client.get(self._next_key)), 0)
@@ -295,6 +324,17 @@ def redacted(url: str) -> str:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _raw(response: Any, **options: Any) -> Any:
+    return response
+
+
+def _entries(rows: list[Any] | None) -> list[Entry]:
+    """``(offset, payload)`` from raw stream entries (``[b"<offset>-0", [b"p", payload]]``)."""
+    if not rows:
+        return []
+    return [(int(entry_id[: entry_id.index(b"-")]), fields[1]) for entry_id, fields in rows]
 
 
 def _int_or(value: bytes | str | int | None, default: int) -> int:

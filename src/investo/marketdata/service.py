@@ -31,7 +31,7 @@ market's depth ids at its engine's ``seq``.
 Costs per batch: O(events) to route, plus per touched market O(levels changed) for
 the diff, O(book levels × log 20) for a subscribed partial book, O(1) per trade and
 one formatted candle per interval subscribed. Nothing awaits: publishing only
-queues text for each client.
+appends each message's frame to its subscribers' pending writes (:mod:`.hub`).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ class MarketData:
         book_changed = m.depth.changed
         diff = m.depth.flush(engine)
         if diff is not None:
-            hub.publish_many(m.depth_streams, self._diff_json(spec, diff, now))
+            hub.publish_many(m.depth_streams, depth_diff_json(spec, diff, now))
         if book_changed:
             for n, streams in m.partial_streams.items():
                 if any(hub.wants(s) for s in streams):
@@ -229,7 +229,7 @@ class MarketData:
                     m.day.add(candle)
                 self._send_kline(m, interval, candle, True, now)
             if want_trade:
-                hub.publish(m.trade_stream, _trade_json(spec, ev, now))
+                hub.publish(m.trade_stream, trade_json(spec, ev, now))
             if want_agg:
                 if run and (run[0].taker_order_id != ev.taker_order_id or run[0].price != ev.price):
                     hub.publish(m.agg_stream, _agg_json(spec, run, now))
@@ -251,18 +251,6 @@ class MarketData:
     def _top(exchange: Exchange, symbol: str) -> tuple[Level | None, Level | None]:
         bids, asks = exchange.matching(symbol).depth(1)
         return (bids[0] if bids else None, asks[0] if asks else None)
-
-    def _diff_json(self, spec: MarketSpec, diff: DepthDiff, now: int) -> dict[str, object]:
-        fp, fq = spec.format_price, spec.format_qty
-        return {
-            "e": "depthUpdate",
-            "E": now,
-            "s": spec.symbol,
-            "U": diff.first,
-            "u": diff.last,
-            "b": [[fp(p), fq(q)] for p, q in diff.bids],
-            "a": [[fp(p), fq(q)] for p, q in diff.asks],
-        }
 
     # ------------------------------------------------------------------ the tick
 
@@ -339,7 +327,20 @@ def _book_ticker_json(
     return {"u": seq, "s": spec.symbol, "b": fp(bid[0]), "B": fq(bid[1]), "a": fp(ask[0]), "A": fq(ask[1])}
 
 
-def _trade_json(spec: MarketSpec, ev: TradeExecuted, now: int) -> dict[str, object]:
+def depth_diff_json(spec: MarketSpec, diff: DepthDiff, now: int) -> dict[str, object]:
+    fp, fq = spec.format_price, spec.format_qty
+    return {
+        "e": "depthUpdate",
+        "E": now,
+        "s": spec.symbol,
+        "U": diff.first,
+        "u": diff.last,
+        "b": [[fp(p), fq(q)] for p, q in diff.bids],
+        "a": [[fp(p), fq(q)] for p, q in diff.asks],
+    }
+
+
+def trade_json(spec: MarketSpec, ev: TradeExecuted, now: int) -> dict[str, object]:
     return {
         "e": "trade",
         "E": now,

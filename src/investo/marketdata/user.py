@@ -36,6 +36,13 @@ Orders open before the process started are seeded from the engines at
 :meth:`UserStreams.start` with what the engines know (their remaining quantity as
 ``q``, nothing executed yet). Replayed batches publish nothing but do track orders.
 
+In the distributed mode (``investo gateway``) the two engines are separate shards that
+this process follows with replicas, so the listener is fed twice: a matching shard's
+events (:meth:`UserStreams.on_order_events`) make the execution reports, and an accounts
+shard's steps (:meth:`UserStreams.on_account_steps`) make ``balanceUpdate``, the reports
+of orders refused before matching, and the positions, read from that shard once it has
+reserved, settled or released (a trade's position follows its ``TRADE`` report).
+
 Costs per batch: O(events); building JSON only for users with a live key.
 """
 
@@ -45,12 +52,15 @@ import asyncio
 import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from investo.api import units
-from investo.core.exchange import Exchange
+from investo.core.accounts import ReservedOrder
+from investo.core.matching import MatchingEngine
 from investo.core.messages import (
+    Command,
     Deposited,
+    Event,
     ExpireReason,
     OrderAccepted,
     OrderCanceled,
@@ -160,6 +170,33 @@ class ListenKeys:
             self.on_expired(key)
 
 
+class AccountsReader(Protocol):
+    """What the listener reads of the accounts engine(s): balances and reservations."""
+
+    def balance(self, user: int, asset: str) -> tuple[int, int]: ...
+
+    def open_order(self, order_id: int) -> ReservedOrder | None: ...
+
+
+class EnginesView(Protocol):
+    """The engines the listener reads: an :class:`~investo.core.exchange.Exchange`, or a cluster's
+    replicas (:class:`~investo.cluster.view.ClusterView`)."""
+
+    @property
+    def accounts(self) -> AccountsReader: ...
+
+    def matching(self, symbol: str) -> MatchingEngine: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AccountsStep:
+    """One input entry of an accounts shard, as :meth:`UserStreams.on_account_steps` reads it."""
+
+    command: Command | None  # a gateway's command (PlaceOrder, Deposit, Withdraw); None otherwise
+    events: Sequence[Event]  # what the shard output for it
+    settled: Sequence[Event] = ()  # the matching events it settled (trades, fills, releases)
+
+
 @dataclass(slots=True)
 class _Order:
     """What an execution report needs about one open order."""
@@ -212,7 +249,7 @@ class UserStreams:
             self.decimals[spec.base] = spec.base_decimals
             self.decimals[spec.quote] = spec.quote_decimals
         self._orders: dict[int, _Order] = {}
-        self._exchange: Callable[[], Exchange] | None = None
+        self._exchange: Callable[[], EnginesView] | None = None
         self._task: asyncio.Task[None] | None = None
         self.sweep_seconds = 1.0
         keys.on_expired = self._expired
@@ -221,7 +258,7 @@ class UserStreams:
     def durable_offset(self) -> int | None:
         return None
 
-    def attach(self, exchange: Callable[[], Exchange]) -> None:
+    def attach(self, exchange: Callable[[], EnginesView]) -> None:
         self._exchange = exchange
 
     async def stop(self) -> None:
@@ -237,10 +274,27 @@ class UserStreams:
         """Seed the open orders from the engines (after recovery); expire keys every second."""
         if self._task is None:
             self._task = asyncio.create_task(self._sweeper(), name="listen-key-sweeper")
+        self.resync()
+
+    def set_markets(self, markets: Mapping[str, MarketSpec]) -> None:
+        """Trade these markets from now on (a cluster's shard map changed)."""
+        self.markets = dict(markets)
+        for spec in self.markets.values():
+            self.decimals[spec.base] = spec.base_decimals
+            self.decimals[spec.quote] = spec.quote_decimals
+
+    def resync(self) -> None:
+        """Track exactly the orders open in the engines (some events may have been missed).
+
+        Orders already tracked keep what they know; the others get what the engines
+        know (their remaining quantity as ``q``, nothing executed yet).
+        """
         assert self._exchange is not None
         exchange = self._exchange()
+        open_ids: set[int] = set()
         for symbol, spec in self.markets.items():
             for o in exchange.matching(symbol).open_orders():
+                open_ids.add(o.order_id)
                 if o.order_id not in self._orders:
                     reserved = exchange.accounts.open_order(o.order_id)
                     kind = reserved.type if reserved is not None else OrderType.LIMIT
@@ -248,6 +302,8 @@ class UserStreams:
                         spec, o.order_id, o.client_order_id, o.side, kind, TimeInForce.GTC, o.price, o.qty,
                         0, "EXPIRE_MAKER", 0, working=True,
                     )  # fmt: skip
+        for order_id in [o for o in self._orders if o not in open_ids]:
+            del self._orders[order_id]
 
     def _expired(self, key: str) -> None:
         if self.hub.wants(key):
@@ -256,48 +312,132 @@ class UserStreams:
     # ------------------------------------------------------------------ the listener
 
     def on_applied(self, batch: Sequence[Applied]) -> None:
+        """The embedded mode: both engines' events of each command, balances after the batch."""
         publish = not batch[-1].replayed and len(self.keys) > 0
         now = self.clock_ms()
         out: dict[int, list[dict[str, Any]]] = {}
         touched: dict[int, set[str]] = {}
         last_ts: dict[int, int] = {}
         for applied in batch:
-            self._command(applied, now, out if publish else None, touched, last_ts)
-        if not publish or self._exchange is None:
+            self._events(applied.command, applied.events, now, out if publish else None, touched, last_ts)
+        if publish and self._exchange is not None:
+            self._publish(out, touched, last_ts, self._exchange().accounts.balance, now)
+
+    def on_order_events(self, steps: Sequence[Sequence[Event]], *, replayed: bool = False) -> None:
+        """The distributed mode: a matching shard's events (a list per input entry).
+
+        They make the execution reports; balances are not read here, since the accounts
+        shards settle the trades later: :meth:`on_account_steps` sends the positions.
+        """
+        publish = not replayed and len(self.keys) > 0
+        now = self.clock_ms()
+        out: dict[int, list[dict[str, Any]]] = {}
+        for events in steps:
+            self._events(None, events, now, out if publish else None, None, {})
+        if publish:
+            self._publish(out, {}, {}, None, now)
+
+    def on_account_steps(
+        self,
+        steps: Sequence[AccountsStep],
+        balance: Callable[[int, str], tuple[int, int]],
+        owns: Callable[[int], bool],
+        *,
+        replayed: bool = False,
+    ) -> None:
+        """The distributed mode: an accounts shard's steps (its users: ``owns``; their ``balance``).
+
+        Sends ``balanceUpdate`` for deposits and withdrawals, the ``REJECTED`` report of an
+        order the shard refused, and one ``outboundAccountPosition`` per user whose
+        balances the steps changed (reservations, settlements, releases), read after them.
+        """
+        if replayed or not len(self.keys):
             return
-        accounts = self._exchange().accounts
+        now = self.clock_ms()
+        out: dict[int, list[dict[str, Any]]] = {}
+        touched: dict[int, set[str]] = {}
+        last_ts: dict[int, int] = {}
+        for step in steps:
+            self._account_step(step, owns, now, out, touched, last_ts)
+        self._publish(out, touched, last_ts, balance, now)
+
+    def _publish(
+        self,
+        out: dict[int, list[dict[str, Any]]],
+        touched: dict[int, set[str]],
+        last_ts: dict[int, int],
+        balance: Callable[[int, str], tuple[int, int]] | None,
+        now: int,
+    ) -> None:
+        """Each user's messages on its listen key, then its position in the assets touched."""
         for user in out.keys() | touched.keys():
             key = self.keys.key_of(user)
             if key is None or not self.hub.wants(key):
                 continue
             messages = out.get(user, [])
             assets = touched.get(user)
-            if not assets:
-                for message in messages:
-                    self.hub.publish(key, message)
-                continue
-            balances = []
-            for asset in sorted(assets):
-                free, locked = accounts.balance(user, asset)
-                d = self.decimals.get(asset, 0)
-                balances.append(
-                    {"a": asset, "f": units.format_amount(free, d), "l": units.format_amount(locked, d)}
-                )
-            messages.append({"e": "outboundAccountPosition", "E": now, "u": last_ts[user], "B": balances})
+            if assets and balance is not None:
+                balances = []
+                for asset in sorted(assets):
+                    free, locked = balance(user, asset)
+                    d = self.decimals.get(asset, 0)
+                    balances.append(
+                        {"a": asset, "f": units.format_amount(free, d), "l": units.format_amount(locked, d)}
+                    )
+                messages.append({"e": "outboundAccountPosition", "E": now, "u": last_ts[user], "B": balances})
             for message in messages:
                 self.hub.publish(key, message)
 
-    def _command(
+    def _account_step(
         self,
-        applied: Applied,
+        step: AccountsStep,
+        owns: Callable[[int], bool],
         now: int,
-        out: dict[int, list[dict[str, Any]]] | None,
+        out: dict[int, list[dict[str, Any]]],
         touched: dict[int, set[str]],
         last_ts: dict[int, int],
     ) -> None:
+        def touch(user: int, ts: int, *assets: str) -> None:
+            if owns(user):
+                touched.setdefault(user, set()).update(assets)
+                last_ts[user] = ts
+
+        for ev in step.events:
+            kind = type(ev)
+            if kind is OrderAccepted:  # funds reserved (the NEW report comes from matching)
+                assert isinstance(ev, OrderAccepted)
+                spec = self.markets[ev.market]
+                touch(ev.user, ev.ts, spec.quote if ev.side == Side.BUY else spec.base)
+            elif kind is OrderRejected or kind is Deposited or kind is Withdrawn:
+                self._events(step.command, [ev], now, out, touched, last_ts)
+        for ev in step.settled:
+            market = getattr(ev, "market", None)
+            traded = self.markets.get(market) if market is not None else None
+            if traded is None:
+                continue
+            if type(ev) is TradeExecuted:
+                assert isinstance(ev, TradeExecuted)
+                touch(ev.maker_user, ev.ts, traded.base, traded.quote)
+                touch(ev.taker_user, ev.ts, traded.base, traded.quote)
+            elif isinstance(ev, OrderFilled | OrderCanceled | OrderExpired | OrderRejected):
+                touch(ev.user, ev.ts, traded.base, traded.quote)  # a release of what was reserved
+
+    def _events(
+        self,
+        command: Command | None,
+        events: Sequence[Event],
+        now: int,
+        out: dict[int, list[dict[str, Any]]] | None,
+        touched: dict[int, set[str]] | None,
+        last_ts: dict[int, int],
+    ) -> None:
+        """Track orders and build the messages of one command's events.
+
+        ``command`` is the user's command when known (it describes an order refused
+        before it got an id); ``touched`` is None when balances are not read after these
+        events (a matching shard's, in the distributed mode).
+        """
         orders = self._orders
-        command = applied.command
-        events = applied.events
         rests = {e.order_id for e in events if type(e) is OrderRested}
         last_trade: TradeExecuted | None = None
 
@@ -306,18 +446,19 @@ class UserStreams:
                 out.setdefault(user, []).append(message)
 
         def touch(user: int, ts: int, *assets: str) -> None:
-            touched.setdefault(user, set()).update(assets)
-            last_ts[user] = ts
+            if touched is not None:
+                touched.setdefault(user, set()).update(assets)
+                last_ts[user] = ts
 
         for ev in events:
             kind = type(ev)
             if kind is OrderAccepted:
                 assert isinstance(ev, OrderAccepted)
                 spec = self.markets[ev.market]
-                quote_qty = command.quote_qty if isinstance(command, PlaceOrder) else 0
+                by_quote = ev.type == OrderType.MARKET and ev.side == Side.BUY and ev.qty == 0
                 order = _Order(
                     spec, ev.order_id, ev.client_order_id, ev.side, ev.type, ev.tif, ev.price, ev.qty,
-                    quote_qty, ev.stp.name, ev.ts, working=ev.order_id in rests,
+                    ev.quote_limit if by_quote else 0, ev.stp.name, ev.ts, working=ev.order_id in rests,
                 )  # fmt: skip
                 orders[ev.order_id] = order
                 touch(ev.user, ev.ts, spec.quote if ev.side == Side.BUY else spec.base)
@@ -383,13 +524,15 @@ class UserStreams:
                     o.working = True
             elif kind is OrderRejected:
                 assert isinstance(ev, OrderRejected)
-                orders.pop(ev.order_id, None)
-                if out is not None and isinstance(command, PlaceOrder) and ev.market in self.markets:
+                o = orders.pop(ev.order_id, None) if ev.order_id else None
+                if o is None and isinstance(command, PlaceOrder) and command.market in self.markets:
                     c = command
                     o = _Order(
                         self.markets[c.market], ev.order_id or -1, c.client_order_id, c.side, c.type, c.tif,
                         c.price, c.qty, c.quote_qty, c.stp.name, c.ts,
                     )  # fmt: skip
+                if o is not None and out is not None:
+                    o.working = False
                     report = _report(o, "REJECTED", "REJECTED", now, ev.ts)
                     report["r"] = ev.code.name
                     emit(ev.user, report)

@@ -38,7 +38,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["async_url", "is_sqlite", "make_engine"]
+__all__ = ["async_url", "is_sqlite", "make_engine", "redacted_url"]
 
 _SYNCHRONOUS: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
@@ -56,6 +56,11 @@ def async_url(database_url: str | URL) -> URL:
             url = url.difference_update_query(["sslmode"]).update_query_dict({"ssl": sslmode})
         return url
     raise ValueError(f"unsupported database URL scheme {url.drivername!r} (use sqlite:/// or postgresql://)")
+
+
+def redacted_url(database_url: str | URL) -> str:
+    """``database_url`` with its password hidden, for logs and start-up lines."""
+    return make_url(database_url).render_as_string(hide_password=True)
 
 
 def is_sqlite(database_url: str | URL) -> bool:

@@ -42,9 +42,10 @@ Costs (n = rows returned)
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, cast
 
 import msgspec
@@ -361,6 +362,14 @@ async def key_lookup(engine: AsyncEngine, key_id: str) -> tuple[int, str] | None
     return None if row is None else (int(row[0]), str(row[1]))
 
 
+async def keys_revoked_since(engine: AsyncEngine, since_ms: int) -> list[str]:
+    """The ids of keys revoked at or after ``since_ms`` (gateways forget them)."""
+    c = _keys.c
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(c.key_id).where(c.revoked_ms >= since_ms))
+        return [str(key_id) for (key_id,) in rows]
+
+
 async def active_keys(engine: AsyncEngine) -> list[tuple[str, int, str]]:
     """Every active key as ``(key_id, user_id, public_key_pem)`` (to warm a cache at start)."""
     c = _keys.c
@@ -372,6 +381,24 @@ async def active_keys(engine: AsyncEngine) -> list[tuple[str, int, str]]:
 # --------------------------------------------------------------------------------
 # Demo funds
 # --------------------------------------------------------------------------------
+
+
+DEMO_LOCK_CLASS: Final = 0x64656D6F  # b"demo": the first key of the two-int advisory lock per user
+
+
+@contextlib.asynccontextmanager
+async def demo_claim_lock(engine: AsyncEngine, user_id: int) -> AsyncIterator[None]:
+    """Serialise one user's demo claims across processes: on Postgres a transaction-level
+    advisory lock (held by one pooled connection until the block ends, released by the
+    server if that connection dies); on SQLite nothing (one process owns the file)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": DEMO_LOCK_CLASS, "k": user_id % 2**31}
+        )
+        yield
 
 
 async def record_demo_claim(engine: AsyncEngine, user_id: int, asset: str, amount: int, time_ms: int) -> None:

@@ -1,5 +1,6 @@
-"""The WebSocket gateway (Binance market streams); see :mod:`investo.ws.gateway`."""
+"""The WebSocket gateway (Binance market streams); see :mod:`investo.ws.gateway`.
 
-from investo.ws.gateway import WsClient, handle_control, mount_ws
-
-__all__ = ["WsClient", "handle_control", "mount_ws"]
+Modules: :mod:`.gateway` (routes, control messages), :mod:`.client` (one connection's
+subscriptions and output, the fan-out's per-client half), :mod:`.frames` (frames built
+once), :mod:`.protocol` (uvicorn's protocol with a direct path for those frames).
+"""

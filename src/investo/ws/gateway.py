@@ -13,20 +13,27 @@ On either, a client may send Binance's control messages: ``SUBSCRIBE`` /
 "id": …}``; a bad request is answered ``{"error": {"code": 2, "msg": "Invalid
 request: …"}, "id": …}`` (code 3 for invalid JSON, code 0 for an unknown property).
 
-Slow clients
-------------
-Each client has a bounded queue (``queue_limit`` messages) and its own sender task.
-Publishing (inside the engine host's listener call) only does ``put_nowait``; a
-client whose queue is full is dropped on the spot: unsubscribed from everything,
-its sender cancelled, and closed with code 1008 and a reason. So a client that
-reads slowly, or not at all, never delays the engine or the other clients; it
-loses its connection and must resubscribe (and resync its book from a snapshot).
+Output and slow clients
+-----------------------
+Stream messages reach a client as frames built once for every subscriber
+(:mod:`investo.marketdata.hub`) and are written straight to its connection's
+transport, all of one event-loop pass in one write (:mod:`investo.ws.client`). A
+client whose connection holds more than ``buffer_limit`` unsent bytes is dropped on
+the spot: unsubscribed from everything and closed with code 1008 and a reason. So a
+client that reads slowly, or not at all, never delays the engine or the other
+clients; it loses its connection and must resubscribe (and resync its book from a
+snapshot). Replies to control messages take the same path, after what was sent before.
+
+The direct path needs uvicorn to run :class:`investo.ws.protocol.FanoutProtocol`
+(``uvicorn.Config(app, **UVICORN_OPTIONS)``, as ``investo up`` does); under any other
+server a connection is accepted and closed at once with 1011 and a reason.
 
 Liveness: the server (uvicorn, ``ws_ping_interval``/``ws_ping_timeout``, 20 s each in
 ``investo up``) sends ping frames and drops clients that stop answering them.
 
-Costs: a published message costs each subscriber one ``put_nowait``; the text was
-serialised once for all of them (:mod:`investo.marketdata.hub`).
+Costs: a published message costs each subscriber one ``list.append``; the text was
+serialised and framed once for all of them; each client with messages costs one
+write per loop pass.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -42,87 +50,49 @@ from starlette.applications import Starlette
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from investo.marketdata.hub import Hub
+from investo.ws.client import CLOSE_SERVER_ERROR, Flusher, WsClient
+from investo.ws.protocol import EXTENSION, FrameSink
 
 log = logging.getLogger("investo.ws")
 
 MAX_STREAMS = 1024  # per connection, as Binance
-CLOSE_POLICY = 1008
-CLOSE_TIMEOUT = 2.0
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
+NO_DIRECT_PATH = "server misconfigured: run uvicorn with investo.ws.protocol.UVICORN_OPTIONS"
 
 
-class WsClient:
-    """One connection: its subscriptions, bounded send queue and sender task."""
+@dataclass
+class Connections:
+    """The gateway's open clients and what they share: the hub, the flusher, the bound."""
 
-    def __init__(self, websocket: WebSocket, hub: Hub, queue_limit: int, combined: bool) -> None:
-        self.websocket = websocket
-        self.hub = hub
-        self.combined = combined
-        self.streams: dict[str, None] = {}  # in subscription order
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_limit)
-        self.dropped: str | None = None  # the reason, once dropped
-        self.closed = asyncio.Event()
-        self._sender: asyncio.Task[None] | None = None
+    hub: Hub
+    buffer_limit: int
+    on_count: Callable[[int], None] | None = None
+    flusher: Flusher = field(default_factory=Flusher)
+    clients: set[WsClient] = field(default_factory=set)
 
-    # ------------------------------------------------------------------ sending
+    async def accept(self, websocket: WebSocket, combined: bool) -> WsClient | None:
+        """Complete the handshake and register a client; None (closed 1011) without the direct path."""
+        sink: FrameSink | None = websocket.scope.get("extensions", {}).get(EXTENSION)
+        await websocket.accept()
+        if sink is None:
+            log.error("websocket refused: %s", NO_DIRECT_PATH)
+            await websocket.close(CLOSE_SERVER_ERROR, NO_DIRECT_PATH[:120])
+            return None
+        client = WsClient(sink, self.hub, self.flusher, self.buffer_limit, combined)
+        self.clients.add(client)
+        self._counted()
+        return client
 
-    def push(self, text: str) -> None:
-        """Queue a message; drop the client if its queue is full. Never blocks."""
-        if self.dropped is not None:
-            return
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            self.drop(f"client too slow: more than {self.queue.maxsize} messages queued")
+    def release(self, client: WsClient) -> None:
+        client.finish()
+        self.clients.discard(client)
+        self._counted()
+        if client.dropped is not None:
+            log.info("dropped a websocket client: %s", client.dropped)
 
-    def start(self) -> None:
-        self._sender = asyncio.create_task(self._send_loop(), name="ws-sender")
-
-    async def _send_loop(self) -> None:
-        queue, send = self.queue, self.websocket.send_text
-        try:
-            while True:
-                await send(await queue.get())
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the connection is gone: the receive loop will see it
-            self.closed.set()
-
-    def drop(self, reason: str) -> None:
-        """Stop sending, forget every subscription and close with 1008 (from any task)."""
-        if self.dropped is not None:
-            return
-        self.dropped = reason
-        self.hub.unsubscribe_all(self, self.streams)
-        if self._sender is not None:
-            self._sender.cancel()
-        asyncio.get_running_loop().create_task(self._close(reason))
-
-    async def _close(self, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.websocket.close(CLOSE_POLICY, reason[:120]), CLOSE_TIMEOUT)
-        self.closed.set()
-
-    async def finish(self) -> None:
-        self.hub.unsubscribe_all(self, self.streams)
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(BaseException):
-                await self._sender
-
-    # ------------------------------------------------------------------ subscriptions
-
-    def subscribe(self, names: list[str]) -> None:
-        for name in names:
-            if name not in self.streams:
-                self.streams[name] = None
-                self.hub.subscribe(name, self)
-
-    def unsubscribe(self, names: list[str]) -> None:
-        for name in names:
-            if name in self.streams:
-                del self.streams[name]
-                self.hub.unsubscribe(name, self)
+    def _counted(self) -> None:
+        if self.on_count is not None:
+            self.on_count(len(self.clients))
 
 
 class ControlError(Exception):
@@ -203,27 +173,26 @@ def mount_ws(
     hub: Hub,
     streams: Callable[[], Collection[str]],
     *,
-    queue_limit: int = 1_000,
+    buffer_limit: int = 1 << 20,
     on_count: Callable[[int], None] | None = None,
-) -> None:
+) -> Connections:
     """Add ``/ws``, ``/ws/<anything>`` and ``/stream`` to ``app`` (see the module docstring).
 
-    ``streams()`` gives the valid stream names; ``on_count`` is told the number of
-    open clients whenever it changes (the ``investo_websocket_clients`` gauge).
+    ``streams()`` gives the valid stream names; ``buffer_limit`` is the most bytes a
+    client's connection may hold unsent before it is dropped; ``on_count`` is told the
+    number of open clients whenever it changes (the ``investo_websocket_clients``
+    gauge). Returns the gateway's :class:`Connections` (also ``app.state.ws``).
     """
-    clients: set[WsClient] = set()
+    connections = Connections(hub, buffer_limit, on_count)
 
     async def serve(websocket: WebSocket, initial: list[str], combined: bool) -> None:
         known = streams()
-        await websocket.accept()
-        client = WsClient(websocket, hub, queue_limit, combined)
-        clients.add(client)
-        if on_count is not None:
-            on_count(len(clients))
+        client = await connections.accept(websocket, combined)
+        if client is None:
+            return
         try:
             client.subscribe([s for s in initial if s in known][:MAX_STREAMS])
-            client.start()
-            receiver = asyncio.ensure_future(_receive(client, known))
+            receiver = asyncio.ensure_future(_receive(websocket, client, known))
             closed = asyncio.ensure_future(client.closed.wait())
             _, pending = await asyncio.wait({receiver, closed}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
@@ -231,12 +200,7 @@ def mount_ws(
                 with contextlib.suppress(BaseException):
                     await task
         finally:
-            await client.finish()
-            clients.discard(client)
-            if on_count is not None:
-                on_count(len(clients))
-            if client.dropped is not None:
-                log.info("dropped a websocket client: %s", client.dropped)
+            connections.release(client)
 
     async def raw(websocket: WebSocket) -> None:
         path: str = websocket.scope["path"]
@@ -250,11 +214,12 @@ def mount_ws(
     app.router.add_websocket_route("/ws", raw)
     app.router.add_websocket_route("/ws/{rest:path}", raw)
     app.router.add_websocket_route("/stream", combined)
-    app.state.ws_clients = clients
+    app.state.ws = connections
+    app.state.ws_clients = connections.clients
+    return connections
 
 
-async def _receive(client: WsClient, known: Collection[str]) -> None:
-    websocket = client.websocket
+async def _receive(websocket: WebSocket, client: WsClient, known: Collection[str]) -> None:
     try:
         while client.dropped is None:
             message = await websocket.receive()
@@ -264,6 +229,6 @@ async def _receive(client: WsClient, known: Collection[str]) -> None:
             if text is None:
                 data = message.get("bytes") or b""
                 text = data.decode("utf-8", "replace")
-            client.push(handle_control(client, text, known).decode())
+            client.send_json(handle_control(client, text, known))
     except (WebSocketDisconnect, RuntimeError):
         return

@@ -1,0 +1,95 @@
+"""`investo up --redis --database` as a supervisor: its start-up line, a child that dies, stopping.
+
+Evidence: one start-up line names the API, the cluster and every process; a matching engine
+killed with SIGKILL is reported loudly and started again, and the market it serves trades
+again (the engine recovered from its snapshot and input); SIGTERM stops every child and
+exits 0; a supervisor killed with SIGKILL takes its children with it (none is orphaned).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from harness import SYMBOL, Api, DistributedServer, Server, new_user
+
+START_LINE = re.compile(r"^Investo is up \(distributed\): API (\S+)/api/v3 .* processes: (.*)$", re.M)
+
+
+def children_of(server: Server) -> dict[str, int]:
+    found = START_LINE.search(server.output())
+    assert found, f"no start-up line:\n{server.output()}"
+    return {name: int(pid) for name, pid in re.findall(r"(\S+)\((\d+)\)", found.group(2))}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead too (its parent has not reaped it yet)
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def until(condition: Callable[[], bool], timeout: float, what: str, server: Server) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s:\n{server.tail(80)}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> DistributedServer:
+    server = DistributedServer(tmp_path / "data")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def test_a_dead_engine_is_reported_and_started_again_then_sigterm_stops_everything(
+    cluster: DistributedServer,
+) -> None:
+    pids = children_of(cluster)
+    assert sorted(pids) == [
+        "accounts-0", "accounts-1", "dbwriter", "gateway", "matching-0", "matching-1",
+    ]  # fmt: skip
+    assert START_LINE.search(cluster.output()).group(1) == cluster.base_url  # type: ignore[union-attr]
+    api = Api(cluster.base_url)
+    try:
+        trader = new_user(cluster.base_url)
+        os.kill(pids["matching-0"], signal.SIGKILL)  # TATAINR's engine
+        restarted = re.compile(r"matching-0 started again \(pid (\d+)\)")
+        until(lambda: restarted.search(cluster.output()) is not None, 10, "no restart of matching-0", cluster)
+        pids["matching-0 again"] = int(restarted.search(cluster.output()).group(1))  # type: ignore[union-attr]
+        assert (
+            f"!!! the matching-0 process (pid {pids['matching-0']}) exited with code -9" in cluster.output()
+        )
+        deadline = time.monotonic() + 30
+        while True:  # the new engine replays its input and trades again
+            answer = api.signed("POST", "/api/v3/order", trader, {
+                "symbol": SYMBOL, "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                "quantity": "1", "price": "900",
+            })  # fmt: skip
+            if answer.status_code == 200:
+                break
+            assert answer.json()["code"] == -1007 and time.monotonic() < deadline, answer.text
+        assert answer.json()["status"] == "NEW"
+        assert api.depth()["bids"] == [["900.00000000", "1.00000000"]]
+    finally:
+        api.close()
+    assert cluster.terminate() == 0
+    assert not [name for name, pid in pids.items() if alive(pid)]
+
+
+def test_killing_the_supervisor_takes_its_children_along(cluster: DistributedServer) -> None:
+    pids = children_of(cluster)
+    cluster.kill9()
+    until(lambda: not any(alive(pid) for pid in pids.values()), 20, "orphaned children", cluster)

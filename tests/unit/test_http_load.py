@@ -1,0 +1,83 @@
+"""The benchmarks' lean HTTP client against a real (loopback) asyncio server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from investo.bench.http_load import HttpLoadClient, HttpLoadError
+
+Reply = Callable[[bytes], list[bytes]]  # request bytes -> the chunks to write back
+
+
+async def _serve(reply: Reply) -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                chunks = reply(head + await reader.readexactly(length))
+                if not chunks:
+                    writer.close()
+                    return
+                for chunk in chunks:
+                    writer.write(chunk)
+                    await writer.drain()
+                    await asyncio.sleep(0)  # separate TCP segments where the OS allows
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[int]:
+    """Answers every request with its body, the response split into small chunks."""
+
+    def reply(request: bytes) -> list[bytes]:
+        body = request.partition(b"\r\n\r\n")[2]
+        response = b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(body),
+            body,
+        )
+        return [response[i : i + 7] for i in range(0, len(response), 7)]
+
+    server, port = await _serve(reply)
+    async with server:
+        yield port
+
+
+async def test_answers_arrive_in_pieces_and_in_order(echo_server: int) -> None:
+    client = HttpLoadClient("127.0.0.1", echo_server, connections=2)
+    await client.open()
+    try:
+        answers = await asyncio.gather(*(client.post_form("/x", f"n={i}") for i in range(20)))
+    finally:
+        client.close()
+    assert answers == [(201, f"n={i}".encode()) for i in range(20)]
+
+
+async def test_a_response_without_content_length_is_an_error() -> None:
+    server, port = await _serve(lambda _: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"])
+    async with server:
+        client = HttpLoadClient("127.0.0.1", port, connections=1)
+        await client.open()
+        with pytest.raises(HttpLoadError, match="Content-Length"):
+            await client.post_form("/x", "a=1")
+        with pytest.raises(HttpLoadError, match="every connection is closed"):
+            await client.post_form("/x", "a=1")
+
+
+async def test_a_closed_connection_fails_its_request() -> None:
+    server, port = await _serve(lambda _: [])  # reads the request, then hangs up
+    async with server:
+        client = HttpLoadClient("127.0.0.1", port, connections=1)
+        await client.open()
+        with pytest.raises(HttpLoadError, match="closed"):
+            await client.post_form("/x", "a=1")
