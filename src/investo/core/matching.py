@@ -131,16 +131,16 @@ class MatchingEngine:
 
     def apply(self, record: MatchingRecord) -> list[MatchingEvent]:
         """Apply one record; return the events it caused, in order."""
-        kind = type(record)
-        if kind is OrderAccepted:
-            return self.place(record)  # type: ignore[arg-type]
-        if kind is CancelOrder:
-            return self.cancel(record)  # type: ignore[arg-type]
-        if kind is CancelAll:
-            return self.cancel_all(record)  # type: ignore[arg-type]
-        raise TypeError(f"not a matching record: {kind.__name__}")
+        if type(record) is OrderAccepted:
+            return self.place(record)
+        if type(record) is CancelOrder:
+            return self.cancel(record)
+        if type(record) is CancelAll:
+            return self.cancel_all(record)
+        raise TypeError(f"not a matching record: {type(record).__name__}")
 
     def place(self, rec: OrderAccepted) -> list[MatchingEvent]:
+        """Match an accepted order, then rest, expire or finish it: what ``apply`` does with one."""
         events: list[MatchingEvent] = []
         if rec.client_order_id or rec.market != self._symbol or rec.order_id in self._orders:
             code = self._refusal(rec)
@@ -221,14 +221,8 @@ class MatchingEngine:
         """
         heap, levels, orders = side.heap, side.levels, self._orders
         market = self.market
-        taker, user, ts, symbol, stp, taker_side = (
-            rec.order_id,
-            rec.user,
-            rec.ts,
-            self._symbol,
-            rec.stp,
-            rec.side,
-        )
+        taker, user, ts, stp, taker_side = rec.order_id, rec.user, rec.ts, rec.stp, rec.side
+        symbol = self._symbol
         capped = budget > 0  # stays True when the budget is spent down to 0
         stopped: ExpireReason | None = None
         seq = self.seq  # kept in locals while matching, written back below
@@ -355,22 +349,17 @@ class MatchingEngine:
     # ------------------------------------------------------------------ cancels
 
     def cancel(self, rec: CancelOrder) -> list[MatchingEvent]:
+        """Take one open order off the book, or say why not: what ``apply`` does with a ``CancelOrder``."""
         order_id = rec.order_id
         if not order_id and rec.client_order_id:
             order_id = self._by_client.get(f"{rec.user}:{rec.client_order_id}", 0)
         entry = self._orders.get(order_id)
-        if entry is None:
-            self.seq = seq = self.seq + 1
-            return [
-                CancelRejected(
-                    seq, rec.ts, rec.market, rec.user, rec.order_id, rec.client_order_id, UNKNOWN_ORDER
-                )
-            ]
-        if entry[1] != rec.user:
-            return self._reject_cancel(rec, RejectCode.NOT_OWNER)
+        if entry is None or entry[1] != rec.user:
+            return self._reject_cancel(rec, UNKNOWN_ORDER if entry is None else RejectCode.NOT_OWNER)
         return [self._remove_resting(order_id, entry, rec.ts, BY_USER)]
 
     def cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
+        """Cancel every open order of the user in this market, oldest id first."""
         mine = sorted(oid for oid, entry in self._orders.items() if entry[1] == rec.user)
         if not mine:
             self.seq += 1
