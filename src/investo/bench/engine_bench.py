@@ -3,8 +3,9 @@
 Orders enter the engine as already-accepted orders (``OrderAccepted``) of
 distinct users (user id = order id), so no accounts work is done; cancels name
 the order and its owner. Records are built before the clock starts: only the
-feeding is timed, and the engine's events are consumed as a real consumer would
-(every trade is picked out of the event list). The naive book of
+feeding is timed, and the engine's events are consumed as a real consumer would:
+every event is looked at, and every trade is kept as the ``(taker, maker, price,
+qty)`` tuple the naive book keeps for its own trades. The naive book of
 :mod:`investo.bench.naive_book` runs the same flow in the same process, so the
 ratio between the two is the figure to trust on a noisy machine.
 """
@@ -83,8 +84,13 @@ def _chunks(n: int) -> Iterator[tuple[int, int]]:
 
 
 def _feed(apply: Callable[[Any], Sequence[object]], records: Sequence[Any], progress: Progress | None) -> Run:
-    """Apply every record, keeping the trades of the events; time only the applying."""
-    trades: list[TradeExecuted] = []
+    """Apply every record, keeping each trade as the naive book keeps its own; time only this.
+
+    Every event is looked at, and each ``TradeExecuted`` becomes the
+    ``(taker, maker, price, qty)`` tuple the naive book appends for its trades,
+    so both books keep the same trade records while the clock runs.
+    """
+    trades: list[tuple[int, int, int, int]] = []
     keep = trades.append
     seconds = 0.0
     gc.collect()
@@ -94,11 +100,11 @@ def _feed(apply: Callable[[Any], Sequence[object]], records: Sequence[Any], prog
         for record in chunk:
             for event in apply(record):
                 if type(event) is TradeExecuted:
-                    keep(event)
+                    keep((event.taker_order_id, event.maker_order_id, event.price, event.qty))
         seconds += time.perf_counter() - began
         if progress:
             progress(end - start)
-    return Run(seconds, [(t.taker_order_id, t.maker_order_id, t.price, t.qty) for t in trades])
+    return Run(seconds, trades)
 
 
 def run_engine(records: Sequence[MatchingRecord], progress: Progress | None = None) -> Run:

@@ -63,8 +63,10 @@ Layout (what keeps the hot path cheap)
   each market keeps its two assets' maps and its units at hand, so settling a
   fill reaches every balance it moves with one dict lookup.
 * An open order is one dict entry, a tuple of plain values (see ``Entry``), which
-  the garbage collector stops tracking; a fill replaces it. No per-user index of
-  open orders is maintained.
+  the garbage collector stops tracking; a fill replaces it. What the order's
+  market, side and type make of it (``OrderKind``) is one tuple shared by all
+  such orders, so an entry holds only what differs per order. No per-user index
+  of open orders is maintained.
 * ``settle`` takes all the events one matching record caused and finds what
   settles each by its exact type in one table (``_SETTLERS``); only trades and
   finished orders do any work. Value settled in from other shards (``total``)
@@ -117,13 +119,22 @@ MARKET = OrderType.MARKET
 LIMIT_MAKER = OrderType.LIMIT_MAKER
 GTC = TimeInForce.GTC
 IOC = TimeInForce.IOC
+RUNS_AS: tuple[TimeInForce | None, ...] = (None, GTC, IOC)
+"""The time in force an order type runs with, by type (LIMIT: its own; a LIMIT_MAKER
+rests or is rejected; a MARKET order takes what it can and the rest expires)."""
 
-# An open order's reservation: (user, market symbol, side, type, limit price in
-# ticks (0 for MARKET), lots left (0 for a market buy by quote amount, which counts
-# no lots), asset held, amount held): ReservedOrder's fields, order id aside. Side
-# and type are plain ints, not enum members (which the garbage collector tracks), so
-# the tuple holds only atomic values and the collector stops tracking it.
-Entry = tuple[int, str, int, int, int, int, str, int]
+# What an order's market, side and type make of it: (market symbol, side, type,
+# asset held). One tuple per market, side and type, made at start and shared by
+# every such order. Side and type are plain ints, not enum members (which the
+# garbage collector tracks), so the tuple holds only atomic values.
+OrderKind = tuple[str, int, int, str]
+MARKET_TYPE = int(OrderType.MARKET)  # an OrderKind's type for MARKET orders
+
+# An open order's reservation: (user, kind, limit price in ticks (0 for MARKET),
+# lots left (0 for a market buy by quote amount, which counts no lots), amount
+# held): with the kind, ReservedOrder's fields, order id aside. Only atomic values
+# and an untracked tuple, so the garbage collector stops tracking it.
+Entry = tuple[int, OrderKind, int, int, int]
 
 
 class Balance:
@@ -146,6 +157,7 @@ class _MarketAccounts:
     __slots__ = (
         "base",
         "base_holders",
+        "kinds",
         "lot_units",
         "market",
         "max_fee_bps",
@@ -163,6 +175,14 @@ class _MarketAccounts:
         self.notional_unit = market.notional_unit
         self.lot_units = market.lot_units
         self.max_fee_bps = market.max_fee_bps
+        # kinds[side][type]: the OrderKind every order of this market, side and type shares
+        self.kinds = tuple(
+            tuple(
+                (market.symbol, int(side), int(type_), self.quote if side == BUY else self.base)
+                for type_ in OrderType
+            )
+            for side in Side
+        )
 
 
 class ReservedOrder(msgspec.Struct, frozen=True):
@@ -309,36 +329,32 @@ class AccountsEngine:
         if code is not None:
             return self._reject_order(rec, code)
         side, type_ = rec.side, rec.type
-        if side == BUY:
-            asset, balance = mkt.quote, mkt.quote_holders.get(user)
-        else:
-            asset, balance = mkt.base, mkt.base_holders.get(user)
-        available = 0 if balance is None else balance.available
         # What the order must hold: base for a SELL, quote for a BUY (see the invariants).
         if side == SELL:
+            balance = mkt.base_holders.get(user)
             need = rec.qty * mkt.lot_units
-        elif type_ != MARKET:  # buy_reservation(market, price, qty)
-            notional = rec.price * rec.qty * mkt.notional_unit
-            need = notional + notional * mkt.max_fee_bps // BPS
-        elif rec.quote_qty:
-            need = rec.quote_qty
+            quote_limit = 0
         else:
-            need = available  # market buy by quantity: matching caps spending at quote_limit
-        if balance is None or need == 0 or available < need:
+            balance = mkt.quote_holders.get(user)
+            if type_ != MARKET:  # buy_reservation(market, price, qty)
+                notional = rec.price * rec.qty * mkt.notional_unit
+                need = notional + notional * mkt.max_fee_bps // BPS
+            elif rec.quote_qty:
+                need = rec.quote_qty
+            else:  # market buy by quantity: matching caps spending at quote_limit
+                need = 0 if balance is None else balance.available
+            quote_limit = need
+        if balance is None or need == 0 or balance.available < need:
             return self._reject_order(rec, RejectCode.INSUFFICIENT_BALANCE)
         # Valid and funded: reserve, assign the id, hand the order to matching.
         order_id = self.next_local * self.shard_count + self.shard
         self.next_local += 1
         balance.available -= need
         balance.reserved += need
-        self._orders[order_id] = (user, rec.market, int(side), int(type_), rec.price, rec.qty, asset, need)
-        if type_ == MARKET:
-            tif = IOC
-        elif type_ == LIMIT_MAKER:
-            tif = GTC
-        else:
+        self._orders[order_id] = (user, mkt.kinds[side][type_], rec.price, rec.qty, need)
+        tif = RUNS_AS[type_]
+        if tif is None:
             tif = rec.tif
-        quote_limit = need if side == BUY else 0
         return OrderAccepted(
             rec.ts, rec.market, order_id, user, side, type_, tif, rec.price, rec.qty,
             quote_limit, rec.client_order_id, rec.stp,
@@ -370,16 +386,16 @@ class AccountsEngine:
         fees = 0
         if buy is not None:
             # The buyer pays notional + fee from its reservation and receives the base.
-            user, symbol, side, type_, price, remaining, asset, reserved = buy
+            user, kind, price, remaining, reserved = buy
             if remaining:  # 0 only for a market buy by quote amount
                 remaining -= qty
             paid = notional + buy_fee
-            if type_ == MARKET:  # holds its quote_limit less what it spent, until it finishes
+            if kind[2] == MARKET_TYPE:  # holds its quote_limit less what it spent, until it finishes
                 keep = reserved - paid
             else:  # holds exactly buy_reservation(market, price, remaining): a better price frees the excess
                 left = price * remaining * mkt.notional_unit
                 keep = left + left * mkt.max_fee_bps // BPS
-            orders[buy_id] = (user, symbol, side, type_, price, remaining, asset, keep)
+            orders[buy_id] = (user, kind, price, remaining, keep)
             quote = mkt.quote_holders[user]
             quote.reserved -= reserved - keep
             quote.available += reserved - keep - paid
@@ -387,8 +403,8 @@ class AccountsEngine:
             fees = buy_fee
         if sell is not None:
             # The seller delivers the base from its reservation and receives notional − fee.
-            user, symbol, side, type_, price, remaining, asset, reserved = sell
-            orders[sell_id] = (user, symbol, side, type_, price, remaining - qty, asset, reserved - base)
+            user, kind, price, remaining, reserved = sell
+            orders[sell_id] = (user, kind, price, remaining - qty, reserved - base)
             mkt.base_holders[user].reserved -= base
             mkt.quote_holders[user].available += notional - sell_fee
             fees += sell_fee
@@ -404,8 +420,8 @@ class AccountsEngine:
         """The order is done (or was refused): release what it still holds and forget it."""
         entry = self._orders.pop(ev.order_id, None)  # order id 0 (refused by accounts) is never open
         if entry is not None and entry[-1]:  # a limit order that filled completely holds nothing
-            user, _, _, _, _, _, asset, reserved = entry
-            balance = self._holdings[asset][user]
+            user, kind, _, _, reserved = entry
+            balance = self._holdings[kind[3]][user]
             balance.reserved -= reserved
             balance.available += reserved
 
@@ -472,7 +488,13 @@ class AccountsEngine:
     def check_invariants(self) -> None:
         """Raise AssertionError if any invariant of the module docstring does not hold."""
         expected: dict[tuple[int, str], int] = {}
-        for order_id, (user, symbol, side, type_, price, remaining, asset, reserved) in self._orders.items():
+        for order_id, (
+            user,
+            (symbol, side, type_, asset),
+            price,
+            remaining,
+            reserved,
+        ) in self._orders.items():
             _require(reserved >= 0, f"order {order_id} holds {reserved}")
             _require(remaining >= 0, f"order {order_id} has {remaining} lots left")
             market = self.markets.get(symbol)
@@ -518,7 +540,7 @@ class AccountsEngine:
         )
         orders = []
         for order_id in sorted(self._orders):
-            user, symbol, side, type_, price, remaining, _, reserved = self._orders[order_id]
+            user, (symbol, side, type_, _), price, remaining, reserved = self._orders[order_id]
             orders.append((order_id, user, symbol, side, type_, price, remaining, reserved))
         state: dict[str, Any] = {
             "shard": self.shard,
@@ -547,9 +569,8 @@ class AccountsEngine:
             market = engine.markets.get(symbol)
             if market is None:
                 raise ValueError(f"snapshot has an open order in unknown market {symbol}")
-            OrderType(type_)  # ValueError unless a known order type
-            asset = market.quote if Side(side) == BUY else market.base
-            engine._orders[order_id] = (user, symbol, side, type_, price, remaining, asset, reserved)
+            kind = engine._by_market[symbol].kinds[Side(side)][OrderType(type_)]  # ValueError unless known
+            engine._orders[order_id] = (user, kind, price, remaining, reserved)
         engine._deposited = dict(state["deposited"])
         engine._withdrawn = dict(state["withdrawn"])
         engine._net_in = dict(state["net_in"])
@@ -570,7 +591,7 @@ _SETTLERS: dict[type, Callable[[AccountsEngine, Any], None]] = {
 
 
 def _view(order_id: int, entry: Entry) -> ReservedOrder:
-    user, symbol, side, type_, price, remaining, asset, reserved = entry
+    user, (symbol, side, type_, asset), price, remaining, reserved = entry
     return ReservedOrder(
         order_id, user, symbol, Side(side), OrderType(type_), price, remaining, asset, reserved
     )

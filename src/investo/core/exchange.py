@@ -108,7 +108,7 @@ class Exchange:
             accepted = self._accounts.place(command)
             if type(accepted) is not OrderAccepted:
                 return [accepted]  # refused by accounts: matching never sees it
-            events = self._matching[command.market].apply(accepted)
+            events = self._matching[command.market].place(accepted)
             self._accounts.settle(events)
             return [accepted, *events]
         if type(command) is CancelOrder or type(command) is CancelAll:

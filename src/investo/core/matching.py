@@ -16,7 +16,7 @@ Ordering invariant
   ``OrderAccepted`` with the same pair is rejected, never executed.
 * Order ids are never reused (the accounts engine assigns each once); an
   ``OrderAccepted`` whose id is open is rejected. A cancelled order's id may still
-  sit in a queue (lazy cancel), so a reused id would inherit its stale place:
+  sit in its level's deque (lazy cancel), so a reused id would inherit its stale place:
   the engine relies on the accounts engine here rather than checking.
 * Only the owner cancels; cancelling an order that is not open is rejected.
 * Self-trade prevention follows the taker's mode (Binance's EXPIRE_TAKER,
@@ -86,11 +86,17 @@ BY_USER = CancelReason.USER
 COMPACT_SLACK = 1024  # dead queued ids tolerated beyond twice the open orders
 UNBOUNDED = 1 << 62  # a limit key that every level crosses; lots "as many as affordable"
 
-# An open order: (lots left, user, side, price, client_order_id), the side as a
-# plain int (0 buy, 1 sell): enum members are themselves GC-tracked objects, so
-# only a tuple of plain ints and strs stops being tracked after its first pass.
-Entry = tuple[int, int, int, int, str]
-SIDE_OF = (Side.BUY, Side.SELL)  # plain side int -> the enum member events carry
+# An open order: (lots left, user, key, client_order_id). The key is the order's
+# level key on its own side (see investo.core.book): minus the price for a bid,
+# the price for an ask, so it gives both the side (a bid's key is negative) and
+# the price. Plain ints and a str only: the garbage collector stops tracking the
+# tuple after its first pass (an enum member would keep it tracked).
+Entry = tuple[int, int, int, str]
+
+
+def side_of(key: int) -> Side:
+    """The side of an order resting under ``key``."""
+    return SELL if key > 0 else BUY
 
 
 class OpenOrder(msgspec.Struct, frozen=True):
@@ -112,7 +118,10 @@ class MatchingEngine:
         self._symbol = market.symbol
         self.seq = 0
         self.last_trade_id = 0
-        self._sides = (BookSide(-1), BookSide(1))  # indexed by Side: bids, asks
+        self._bids = BookSide(-1)
+        self._asks = BookSide(1)
+        self._sides = (self._bids, self._asks)  # indexed by Side
+        self._books = ((self._bids, self._asks), (self._asks, self._bids))  # Side -> (own, opposite)
         self._orders: dict[int, Entry] = {}  # open order id -> its entry
         self._by_client: dict[str, int] = {}  # "user:client_order_id" -> open order id
         self._dead = 0  # lazily cancelled ids still sitting in queues (an upper bound)
@@ -123,108 +132,118 @@ class MatchingEngine:
     def apply(self, record: MatchingRecord) -> list[MatchingEvent]:
         """Apply one record; return the events it caused, in order."""
         if type(record) is OrderAccepted:
-            return self._place(record)
+            return self.place(record)
         if type(record) is CancelOrder:
-            return self._cancel(record)
+            return self.cancel(record)
         if type(record) is CancelAll:
-            return self._cancel_all(record)
+            return self.cancel_all(record)
         raise TypeError(f"not a matching record: {type(record).__name__}")
 
-    def _place(self, rec: OrderAccepted) -> list[MatchingEvent]:
+    def place(self, rec: OrderAccepted) -> list[MatchingEvent]:
+        """Match an accepted order, then rest, expire or finish it: what ``apply`` does with one."""
         events: list[MatchingEvent] = []
-        client_key = f"{rec.user}:{rec.client_order_id}" if rec.client_order_id else ""
-        if rec.market != self._symbol:
-            return self._reject(rec, RejectCode.UNKNOWN_MARKET, events)
-        if client_key and client_key in self._by_client:
-            return self._reject(rec, RejectCode.DUPLICATE_CLIENT_ORDER_ID, events)
-        if rec.order_id in self._orders:
-            return self._reject(rec, RejectCode.INVALID_ORDER, events)
-        side = rec.side
-        is_market = rec.type == MARKET
+        if rec.client_order_id or rec.market != self._symbol or rec.order_id in self._orders:
+            code = self._refusal(rec)
+            if code is not None:
+                return self._reject(rec, code, events)
+        if rec.type == MARKET:
+            return self._place_market(rec, events)
         qty = rec.qty
-        if qty <= 0:  # only a market buy by quote amount may come without lots
-            if not is_market:
-                return self._reject(rec, RejectCode.INVALID_QUANTITY, events)
-            if side != BUY or rec.quote_limit <= 0:
-                return self._reject(rec, RejectCode.INVALID_ORDER, events)  # neither lots nor a budget
-            qty = UNBOUNDED
-        if is_market:
-            limit_key = UNBOUNDED
-        else:
-            limit_key = rec.price if side == BUY else -rec.price
-        opposite = self._sides[1 - side].heap  # its top is the best key
-        if opposite and opposite[0] <= limit_key:  # the order would take
+        if qty <= 0:
+            return self._reject(rec, RejectCode.INVALID_QUANTITY, events)
+        own, opposite = self._books[rec.side]
+        key = own.sign * rec.price  # the order's key on its own side; -key on the opposite side
+        heap = opposite.heap
+        if heap and heap[0] <= -key:  # the order would take
             if rec.type == LIMIT_MAKER:
                 return self._reject(rec, RejectCode.WOULD_TAKE, events)
-            if rec.tif == FOK and not is_market and not self._fok_fillable(rec, limit_key, qty):
+            if rec.tif == FOK and not self._fok_fillable(rec, opposite, -key, qty):
                 return self._expire_taker(rec, qty, ExpireReason.FOK_UNFILLABLE, events)
-            budget = rec.quote_limit if is_market and side == BUY else 0
-            qty, stopped = self._take(rec, limit_key, qty, budget, events)
+            qty, stopped = self._take(rec, opposite, -key, qty, 0, events)
             if qty == 0:
                 return events
             if stopped is not None:
                 return self._expire_taker(rec, qty, stopped, events)
-        if is_market:
-            return self._expire_taker(rec, qty, ExpireReason.NO_LIQUIDITY, events)
         if rec.tif != GTC:
             reason = ExpireReason.FOK_UNFILLABLE if rec.tif == FOK else ExpireReason.IOC_REMAINDER
             return self._expire_taker(rec, qty, reason, events)
-        # Rest what is left at the back of its level (own-side keys mirror the limit).
+        # Rest what is left at the back of its level.
         order_id = rec.order_id
-        self._sides[side].add(-limit_key, order_id, qty)
-        self._orders[order_id] = (qty, rec.user, int(side), rec.price, rec.client_order_id)
-        if client_key:
-            self._by_client[client_key] = order_id
-        self.seq += 1
-        events.append(OrderRested(self.seq, rec.ts, self._symbol, order_id, rec.user, side, rec.price, qty))
+        level = own.levels.get(key)
+        if level is None:
+            own.open_level(key, order_id, qty)
+        else:
+            level.append(order_id)
+            level.lots += qty
+        self._orders[order_id] = (qty, rec.user, key, rec.client_order_id)
+        if rec.client_order_id:
+            self._by_client[f"{rec.user}:{rec.client_order_id}"] = order_id
+        self.seq = seq = self.seq + 1
+        events.append(OrderRested(seq, rec.ts, self._symbol, order_id, rec.user, rec.side, rec.price, qty))
         return events
 
-    def _take(
-        self, rec: OrderAccepted, limit_key: int, qty: int, budget: int, events: list[MatchingEvent]
-    ) -> tuple[int, ExpireReason | None]:
-        """Match ``qty`` lots against the opposite side up to ``limit_key``.
+    def _place_market(self, rec: OrderAccepted, events: list[MatchingEvent]) -> list[MatchingEvent]:
+        """A market order: take what the book offers, up to its lots or budget; the rest expires."""
+        qty = rec.qty
+        if qty <= 0:  # only a market buy by quote amount may come without lots
+            if rec.side != BUY or rec.quote_limit <= 0:
+                return self._reject(rec, RejectCode.INVALID_ORDER, events)  # neither lots nor a budget
+            qty = UNBOUNDED
+        opposite = self._books[rec.side][1]
+        budget = rec.quote_limit if rec.side == BUY else 0
+        stopped = None
+        if opposite.heap:
+            qty, stopped = self._take(rec, opposite, UNBOUNDED, qty, budget, events)
+            if qty == 0:
+                return events
+        return self._expire_taker(rec, qty, stopped or ExpireReason.NO_LIQUIDITY, events)
 
-        ``budget`` > 0 caps the quote a market buy spends, fees included; with
-        ``rec.qty == 0`` (buy by quote amount) it is the only cap.
-        Returns the lots left and, if matching had to stop early, why.
+    def _refusal(self, rec: OrderAccepted) -> RejectCode | None:
+        """Why an order with a client order id, or an unusual market or id, is refused, if it is."""
+        if rec.market != self._symbol:
+            return RejectCode.UNKNOWN_MARKET
+        if rec.client_order_id and f"{rec.user}:{rec.client_order_id}" in self._by_client:
+            return RejectCode.DUPLICATE_CLIENT_ORDER_ID
+        if rec.order_id in self._orders:
+            return RejectCode.INVALID_ORDER
+        return None
+
+    def _take(
+        self, rec: OrderAccepted, side: BookSide, limit_key: int, qty: int, budget: int,
+        events: list[MatchingEvent],
+    ) -> tuple[int, ExpireReason | None]:  # fmt: skip
+        """Match ``qty`` lots against ``side`` (the opposite one) up to ``limit_key``.
+
+        The caller has checked that the best level crosses. ``budget`` > 0 caps
+        the quote a market buy spends, fees included; with ``rec.qty == 0`` (buy
+        by quote amount) it is the only cap. Returns the lots left and, if
+        matching had to stop early, why.
         """
-        side = self._sides[1 - rec.side]
-        depth = side.depth
-        queues = side.queues
-        orders = self._orders
+        heap, levels, orders = side.heap, side.levels, self._orders
         market = self.market
-        unit = market.notional_unit
-        maker_bps = market.maker_fee_bps
-        taker_bps = market.taker_fee_bps
-        taker, user, ts, symbol = rec.order_id, rec.user, rec.ts, market.symbol
-        stp = rec.stp
-        by_quote = rec.qty == 0
+        taker, user, ts, stp, taker_side = rec.order_id, rec.user, rec.ts, rec.stp, rec.side
+        symbol = self._symbol
         capped = budget > 0  # stays True when the budget is spent down to 0
-        taker_side = rec.side
-        sign = 1 if rec.side == BUY else -1
         stopped: ExpireReason | None = None
-        heap = side.heap
         seq = self.seq  # kept in locals while matching, written back below
         trade_id = self.last_trade_id
-        while qty and stopped is None:
-            if not heap or heap[0] > limit_key:
-                break
+        while True:
             key = heap[0]
-            price = sign * key
-            queue = queues[key]
-            level_qty = depth[key]
-            while qty:
-                maker = queue[0]
+            price = key if key > 0 else -key
+            level = levels[key]
+            level_qty = level.lots
+            while True:
+                maker = level[0]
                 entry = orders.get(maker)
                 if entry is None:  # lazily cancelled
-                    queue.popleft()
+                    level.popleft()
                     continue
-                maker_qty, maker_user, maker_side, _, maker_client_id = entry
+                maker_qty, maker_user, _, maker_client_id = entry
                 if maker_user == user and stp:
                     if stp == EXPIRE_TAKER:
                         stopped = ExpireReason.SELF_TRADE
                         break
-                    queue.popleft()
+                    level.popleft()
                     self.seq = seq
                     self._expire_resting(maker, entry, ts, events)
                     seq = self.seq
@@ -237,36 +256,36 @@ class MatchingEngine:
                     continue
                 fill = qty if qty < maker_qty else maker_qty
                 if capped:
-                    affordable = affordable_qty(market, price, budget, taker_bps)
+                    affordable = affordable_qty(market, price, budget, market.taker_fee_bps)
                     if affordable < fill:
                         fill = affordable
                         if fill == 0:
                             stopped = ExpireReason.BUDGET_EXHAUSTED
                             break
-                notional = price * fill * unit
-                taker_fee = notional * taker_bps // 10_000
+                notional = price * fill * market.notional_unit
+                taker_fee = notional * market.taker_fee_bps // 10_000
                 trade_id += 1
                 events.append(
                     TradeExecuted(
                         seq + 1, ts, symbol, trade_id, price, fill, taker_side,
-                        maker, maker_user, taker, user, notional * maker_bps // 10_000, taker_fee,
+                        maker, maker_user, taker, user, notional * market.maker_fee_bps // 10_000, taker_fee,
                     )
                 )  # fmt: skip
                 if fill == maker_qty:
-                    queue.popleft()
+                    level.popleft()
                     del orders[maker]
                     if maker_client_id:
                         del self._by_client[f"{maker_user}:{maker_client_id}"]
                     events.append(OrderFilled(seq + 2, ts, symbol, maker, maker_user))
                 else:
-                    orders[maker] = (maker_qty - fill, maker_user, maker_side, price, maker_client_id)
+                    orders[maker] = (maker_qty - fill, maker_user, key, maker_client_id)
                     events.append(
                         OrderPartiallyFilled(seq + 2, ts, symbol, maker, maker_user, maker_qty - fill)
                     )
                 if capped:
                     budget -= notional + taker_fee
-                    if by_quote:  # lots left = what the rest of the budget buys here
-                        qty = affordable_qty(market, price, budget, taker_bps) + fill
+                    if rec.qty == 0:  # by quote amount: lots left = what the rest of the budget buys here
+                        qty = affordable_qty(market, price, budget, market.taker_fee_bps) + fill
                 qty -= fill
                 if qty:
                     events.append(OrderPartiallyFilled(seq + 3, ts, symbol, taker, user, qty))
@@ -274,50 +293,51 @@ class MatchingEngine:
                     events.append(OrderFilled(seq + 3, ts, symbol, taker, user))
                 seq += 3
                 level_qty -= fill
-                if level_qty == 0:
+                if level_qty == 0 or qty == 0:
                     break
             if level_qty:
-                depth[key] = level_qty
+                level.lots = level_qty
             else:
                 side.drop_level(key)
+            if qty == 0 or stopped is not None or not heap or heap[0] > limit_key:
+                break
         self.seq = seq
         self.last_trade_id = trade_id
         return qty, stopped
 
     def _expire_resting(self, order_id: int, entry: Entry, ts: int, events: list[MatchingEvent]) -> None:
         """Expire a resting order by self-trade prevention (its level is the caller's)."""
-        qty, user, side, price, client_order_id = entry
+        qty, user, key, client_order_id = entry
         del self._orders[order_id]
         if client_order_id:
             del self._by_client[f"{user}:{client_order_id}"]
         self.seq += 1
         events.append(
             OrderExpired(
-                self.seq, ts, self._symbol, order_id, user, SIDE_OF[side], price, qty,
+                self.seq, ts, self._symbol, order_id, user, side_of(key), abs(key), qty,
                 ExpireReason.SELF_TRADE, True,
             )
         )  # fmt: skip
 
     # ------------------------------------------------------------------ checks
 
-    def _fok_fillable(self, rec: OrderAccepted, limit_key: int, qty: int) -> bool:
+    def _fok_fillable(self, rec: OrderAccepted, side: BookSide, limit_key: int, qty: int) -> bool:
         """Whether a limit order's ``qty`` lots would all fill at once in ``_take``.
 
         Without STP a level offers its whole depth. With STP the level's orders are
         walked in time order as ``_take`` would meet them: the taker's own orders are
         skipped (EXPIRE_MAKER) or end the walk (EXPIRE_TAKER, EXPIRE_BOTH).
         """
-        side = self._sides[1 - rec.side]
         for key in side.keys_best_first():
             if key > limit_key:
                 return False
             if rec.stp == StpMode.NONE:
-                qty -= side.depth[key]
+                qty -= side.levels[key].lots
                 if qty <= 0:
                     return True
                 continue
             for order_id in side.orders_at(key, self._orders):
-                lots, user, _, _, _ = self._orders[order_id]
+                lots, user, _, _ = self._orders[order_id]
                 if user != rec.user:
                     qty -= lots
                     if qty <= 0:
@@ -328,18 +348,18 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ cancels
 
-    def _cancel(self, rec: CancelOrder) -> list[MatchingEvent]:
+    def cancel(self, rec: CancelOrder) -> list[MatchingEvent]:
+        """Take one open order off the book, or say why not: what ``apply`` does with a ``CancelOrder``."""
         order_id = rec.order_id
         if not order_id and rec.client_order_id:
             order_id = self._by_client.get(f"{rec.user}:{rec.client_order_id}", 0)
         entry = self._orders.get(order_id)
-        if entry is None:
-            return self._reject_cancel(rec, UNKNOWN_ORDER)
-        if entry[1] != rec.user:
-            return self._reject_cancel(rec, RejectCode.NOT_OWNER)
+        if entry is None or entry[1] != rec.user:
+            return self._reject_cancel(rec, UNKNOWN_ORDER if entry is None else RejectCode.NOT_OWNER)
         return [self._remove_resting(order_id, entry, rec.ts, BY_USER)]
 
-    def _cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
+    def cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
+        """Cancel every open order of the user in this market, oldest id first."""
         mine = sorted(oid for oid, entry in self._orders.items() if entry[1] == rec.user)
         if not mine:
             self.seq += 1
@@ -348,20 +368,30 @@ class MatchingEngine:
 
     def _remove_resting(self, order_id: int, entry: Entry, ts: int, reason: CancelReason) -> OrderCanceled:
         """Take an open order off the book (lazily: its id stays queued until skipped)."""
-        qty, user, side, price, client_order_id = entry
+        qty, user, key, client_order_id = entry
         del self._orders[order_id]
         if client_order_id:
             del self._by_client[f"{user}:{client_order_id}"]
-        book_side = self._sides[side]
-        book_side.reduce(book_side.sign * price, qty)
+        if key > 0:
+            book, side, price = self._asks, SELL, key
+        else:
+            book, side, price = self._bids, BUY, -key
+        level = book.levels[key]
+        level.lots -= qty
+        if not level.lots:
+            book.drop_level(key)
         self._dead += 1
         if self._dead > self._compact_at:
-            for each_side in self._sides:
-                each_side.compact(self._orders)
-            self._dead = 0
-            self._compact_at = COMPACT_SLACK + 2 * len(self._orders)
-        self.seq += 1
-        return OrderCanceled(self.seq, ts, self._symbol, order_id, user, SIDE_OF[side], price, qty, reason)
+            self._compact()
+        self.seq = seq = self.seq + 1
+        return OrderCanceled(seq, ts, self._symbol, order_id, user, side, price, qty, reason)
+
+    def _compact(self) -> None:
+        """Drop the lazily cancelled ids from every queue; amortised O(1) per cancel."""
+        self._bids.compact(self._orders)
+        self._asks.compact(self._orders)
+        self._dead = 0
+        self._compact_at = COMPACT_SLACK + 2 * len(self._orders)
 
     # ------------------------------------------------------------------ outcomes
 
@@ -410,21 +440,21 @@ class MatchingEngine:
         """
         out: list[list[tuple[int, int]]] = []
         for side in self._sides:
-            keys = side.keys_best_first() if levels is None else heapq.nsmallest(levels, side.depth)
-            out.append([(side.price(k), side.depth[k]) for k in keys])
+            keys = side.keys_best_first() if levels is None else heapq.nsmallest(levels, side.levels)
+            out.append([(side.price(k), side.levels[k].lots) for k in keys])
         return out[0], out[1]
 
     def level(self, side: Side, price: int) -> int:
         """The open lots at ``price`` on ``side`` (0 when there is no such level). O(1)."""
         book = self._sides[side]
-        return book.depth.get(book.sign * price, 0)
+        return book.lots(book.sign * price)
 
     def open_order(self, order_id: int) -> OpenOrder | None:
         entry = self._orders.get(order_id)
         if entry is None:
             return None
-        qty, user, side, price, client_order_id = entry
-        return OpenOrder(order_id, user, SIDE_OF[side], price, qty, client_order_id)
+        qty, user, key, client_order_id = entry
+        return OpenOrder(order_id, user, side_of(key), abs(key), qty, client_order_id)
 
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in book order: bids best first, then asks."""
@@ -464,9 +494,10 @@ class MatchingEngine:
         engine.seq = state["seq"]
         engine.last_trade_id = state["last_trade_id"]
         for order_id, user, side, price, qty, client_order_id in state["orders"]:
-            side = Side(side)
-            engine._sides[side].add(-price if side == BUY else price, order_id, qty)
-            engine._orders[order_id] = (qty, user, int(side), price, client_order_id)
+            book = engine._sides[Side(side)]
+            key = book.sign * price
+            book.add(key, order_id, qty)
+            engine._orders[order_id] = (qty, user, key, client_order_id)
             if client_order_id:
                 engine._by_client[f"{user}:{client_order_id}"] = order_id
         return engine
