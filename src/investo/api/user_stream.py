@@ -5,6 +5,9 @@ valid signature as on every private call. ``POST`` returns the caller's live key
 (creating it, or extending the one it has); ``PUT`` extends it for 60 minutes;
 ``DELETE`` closes it. A key that is not live or belongs to somebody else is
 answered ``-1125 This listenKey does not exist.`` (see :mod:`investo.marketdata.user`).
+A new stream carries only what happens after it was asked for: in a cluster, ``POST``
+first waits until the gateway's replica of the caller's accounts shard holds every
+command answered before it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ def router(node: ApiNode) -> APIRouter:
     async def create(request: Request) -> Any:
         """Start (or extend) your user data stream; connect to ``/ws/<listenKey>``."""
         call = await verify(node, request)
+        # The stream starts after everything already answered: in a cluster, wait until the
+        # gateway's replica of the user's accounts shard holds it (an earlier deposit must not
+        # show up on the new stream as if it had just happened).
+        await node.balances(call.user_id)
         return {"listenKey": node.listen_keys.create(call.user_id)}
 
     @api.put(PATH, openapi_extra=param_docs("listenKey!", signed=True))
