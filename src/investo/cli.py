@@ -21,6 +21,8 @@ app.add_typer(cluster_cli.app, name="cluster")
 app.command("engine")(cluster_cli.engine)
 app.command("dbwriter")(cluster_cli.dbwriter)
 app.command("gateway")(cluster_cli.gateway)
+app.command("marketdata")(cluster_cli.marketdata)
+app.command("ws")(cluster_cli.ws)
 candles_app = typer.Typer(help="The candles table of the SQL history.", no_args_is_help=True)
 app.add_typer(candles_app, name="candles")
 

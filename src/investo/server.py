@@ -23,6 +23,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from starlette.applications import Starlette
 
 from investo.api.app import create_app
 from investo.api.limits import RateLimits
@@ -145,7 +146,7 @@ def freeze_heap() -> None:
     gc.set_threshold(50_000, 50, 100)  # fewer, cheaper young collections under load
 
 
-def serve(app: FastAPI, host: str, port: int, log_level: str, ws_ping_seconds: float) -> None:
+def serve(app: Starlette, host: str, port: int, log_level: str, ws_ping_seconds: float) -> None:
     config = uvicorn.Config(
         app,
         host=host,

@@ -209,3 +209,68 @@ def gateway(
     options = GatewayOptions(redis, database, host, port, rate_limit, order_limit, log_level)
     options.reply_timeout_s = reply_timeout
     run_gateway(options)
+
+
+def marketdata(
+    redis: RedisOption = DEFAULT_REDIS,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", "--database-url", help="SQL history: candles start from it."),
+    ] = None,
+    lease_ms: Annotated[int, typer.Option(help="A standby takes over after this.")] = 3000,
+    snapshot_s: Annotated[float, typer.Option(help="Seconds between two book snapshots of a market.")] = 5.0,
+    log_level: Annotated[str, typer.Option(help="info logs each snapshot request.")] = "warning",
+) -> None:
+    """Build the public market streams and publish them to the `investo ws` nodes; run two for fail-over."""
+    import logging
+
+    from investo.cluster.mdpublisher import MarketDataPublisher, PublisherConfig
+    from investo.log.redis import redacted
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        publisher = MarketDataPublisher(
+            PublisherConfig(redis, database, lease_ms=lease_ms, snapshot_s=snapshot_s)
+        )
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        try:
+            typer.echo(f"market data publisher {publisher.publisher_id}: {redacted(redis)}")
+            settle_heap()
+            await publisher.run(stop)
+        finally:
+            await publisher.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            asyncio.run(run())
+        except topo.ClusterNotInitialised as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(1) from None
+
+
+def ws(
+    redis: RedisOption = DEFAULT_REDIS,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the market streams.")] = 8001,
+    buffer_limit: Annotated[
+        int, typer.Option(help="Bytes a client may leave unsent before it is dropped.")
+    ] = 1 << 20,
+    ping_seconds: Annotated[float, typer.Option(help="Ping interval and timeout.")] = 20.0,
+    log_level: Annotated[str, typer.Option(help="info logs each resync.")] = "warning",
+) -> None:
+    """Serve the public market streams (/ws/<stream>, /stream) from `investo marketdata`; run many."""
+    from investo.cluster.wsnode import WsNode, WsNodeConfig, build_ws_app
+    from investo.log.redis import redacted
+    from investo.server import serve
+
+    node = WsNode(WsNodeConfig(redis, buffer_limit=buffer_limit))
+
+    def announce() -> None:
+        typer.echo(
+            f"Investo ws is up: market streams ws://{host}:{port}/ws/<stream> and /stream?streams=  "
+            f"cluster {redacted(redis)} ({len(node.feeds) - 1} markets)"
+        )
+
+    serve(build_ws_app(node, print_line=announce), host, port, log_level, ping_seconds)

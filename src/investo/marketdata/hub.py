@@ -100,6 +100,20 @@ class Hub:
         if subs:
             self._fan_out(stream, subs, data, text_frame(data))
 
+    def publish_json_many(self, streams: Iterable[str], data: bytes) -> None:
+        """One message already serialised, on several streams: framed once (``investo ws``)."""
+        frame = b""
+        for stream in streams:
+            subs = self._subs.get(stream)
+            if subs:
+                if not frame:
+                    frame = text_frame(data)
+                self._fan_out(stream, subs, data, frame)
+
+    def subscribers(self, stream: str) -> list[Subscriber]:
+        """Who listens to ``stream`` now (a copy)."""
+        return list(self._subs.get(stream, ()))
+
     def publish_many(self, streams: Iterable[str], payload: Any) -> None:
         """One payload on several streams (``x@depth`` and ``x@depth@100ms``): one dumps, one frame."""
         data = frame = b""

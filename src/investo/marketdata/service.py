@@ -201,7 +201,7 @@ class MarketData:
         book_changed = m.depth.changed
         diff = m.depth.flush(engine)
         if diff is not None:
-            hub.publish_many(m.depth_streams, depth_diff_json(spec, diff, now))
+            self._publish_depth(m, diff, now)
         if book_changed:
             for n, streams in m.partial_streams.items():
                 if any(hub.wants(s) for s in streams):
@@ -214,6 +214,14 @@ class MarketData:
                     hub.publish(m.book_stream, _book_ticker_json(spec, engine.seq, top))
         if trades:
             self._publish_trades(m, trades, now)
+
+    def _publish_depth(self, m: _Market, diff: DepthDiff, now: int) -> None:
+        """One diff on ``<sym>@depth`` and ``@depth@100ms`` (``investo marketdata`` overrides it)."""
+        self.hub.publish_many(m.depth_streams, depth_diff_json(m.spec, diff, now))
+
+    def depth_position(self, symbol: str) -> int:
+        """The ``u`` of ``symbol``'s last diff: its book, read between batches, is the book at this id."""
+        return self._markets[symbol].depth.last
 
     def _publish_trades(self, m: _Market, trades: list[TradeExecuted], now: int) -> None:
         hub, spec = self.hub, m.spec
