@@ -65,7 +65,8 @@ def up(
     redis: Annotated[
         str | None,
         typer.Option(
-            help="Run distributed instead: engines, DB writer, gateway (and bots) as processes over "
+            help="Run distributed instead: engines, DB writer, gateway, market streams (and bots) as "
+            "processes over "
             "this Redis (redis://HOST:PORT/DB?prefix=NAME) and the Postgres --database.",
         ),
     ] = None,
@@ -79,6 +80,10 @@ def up(
         int | None,
         typer.Option(help="With --redis, for a new cluster: accounts engines (user u on u % N; default 1)."),
     ] = None,
+    ws_port: Annotated[
+        int | None,
+        typer.Option(help="With --redis: port of the market streams (investo ws; default: --port + 1)."),
+    ] = None,
 ) -> None:
     """Start the whole exchange: in one process (embedded mode), or with --redis as a small cluster."""
     if redis is not None:
@@ -91,6 +96,7 @@ def up(
             redis, database, host, port, data_dir, markets, matching_shards, accounts_shards,
             snapshot_every, rate_limit, order_limit, log_level, bots,
         )  # fmt: skip
+        cluster.ws_port = ws_port
         run_cluster(cluster)
         return
     from investo.server import UpOptions, run

@@ -83,7 +83,7 @@ def _check_cluster(commands: list[tuple[str, dict[str, Any]]], init: dict[str, A
     return Counter(name for name, _ in commands)
 
 
-def test_procfile_runs_one_engine_per_shard_two_db_writers_and_two_gateways() -> None:
+def test_procfile_runs_one_engine_per_shard_two_db_writers_two_gateways_and_the_market_streams() -> None:
     commands = []
     names = []
     init = None
@@ -101,9 +101,12 @@ def test_procfile_runs_one_engine_per_shard_two_db_writers_and_two_gateways() ->
     assert len(names) == len(set(names))
     assert init is not None, "the Procfile says how to run `investo cluster init`"
     assert init["matching_shards"] == 2 and init["accounts_shards"] == 2
-    assert _check_cluster(commands, init) == {"engine": 4, "dbwriter": 2, "gateway": 2}
+    assert _check_cluster(commands, init) == {
+        "engine": 4, "dbwriter": 2, "gateway": 2, "marketdata": 2, "ws": 2,
+    }  # fmt: skip
     assert all(p["redis"] == CLUSTER_ENV["INVESTO_REDIS"] for _, p in commands)
-    assert len({p["port"] for name, p in commands if name == "gateway"}) == 2
+    ports = [p["port"] for name, p in commands if name in ("gateway", "ws")]
+    assert len(set(ports)) == 4, ports
 
 
 def _unit(path: Path) -> dict[str, list[str]]:
@@ -120,7 +123,7 @@ def _unit(path: Path) -> dict[str, list[str]]:
     "unit",
     [
         "investo-accounts@.service", "investo-matching@.service", "investo-dbwriter@.service",
-        "investo-gateway@.service",
+        "investo-gateway@.service", "investo-marketdata@.service", "investo-ws@.service",
     ],
 )  # fmt: skip
 def test_systemd_units_run_existing_commands(unit: str) -> None:
@@ -137,10 +140,10 @@ def test_systemd_units_run_existing_commands(unit: str) -> None:
         assert unit == f"investo-{params['role']}@.service"
         assert "%i" in exec_start and params["shard"] == 1  # the instance is the shard
         assert settings["RestartPreventExitStatus"] == ["3"]  # fenced: another engine runs it
-    elif name == "gateway":
+    elif name in ("gateway", "ws"):
         assert "%i" in exec_start and params["port"] == 1  # the instance is the port
     else:
-        assert name == "dbwriter"
+        assert name in ("dbwriter", "marketdata")
     assert (SYSTEMD / "investo.target").exists()
 
 
@@ -179,8 +182,11 @@ def test_docker_compose_services() -> None:
             assert service["depends_on"]["init"] == {"condition": "service_completed_successfully"}
             commands.append(parsed)
     assert init is not None
-    assert _check_cluster(commands, init) == {"engine": 4, "dbwriter": 2, "gateway": 1}
+    assert _check_cluster(commands, init) == {
+        "engine": 4, "dbwriter": 2, "gateway": 1, "marketdata": 2, "ws": 1,
+    }  # fmt: skip
     assert services["gateway"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert services["ws"]["ports"] == ["127.0.0.1:9000:9000"]
 
 
 def test_dockerfile_installs_the_repository_with_its_constraints() -> None:

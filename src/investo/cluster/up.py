@@ -8,16 +8,18 @@ The parent process:
    would; an existing map is used as it is);
 2. starts the roles as child processes of its own, each exactly the command an operator
    would run: one ``investo engine`` per shard and role, one ``investo dbwriter``, one
-   ``investo gateway`` on ``--host``/``--port`` and, unless ``--no-bots``, ``investo
-   marketmaker`` against that gateway once it is ready. Their output is printed with the
+   ``investo gateway`` on ``--host``/``--port``, one ``investo marketdata`` (the public
+   market streams' publisher) and one ``investo ws`` on ``--ws-port`` (default: the API's
+   port + 1) and, unless ``--no-bots``, ``investo marketmaker`` against that gateway once
+   it is ready. Their output is printed with the
    process's name in front (``matching-0 | …``);
-3. prints one start-up line when the gateway is ready;
+3. prints one start-up line when the gateway and the ``investo ws`` node are ready;
 4. supervises: a child that dies is reported loudly and started again (it recovers on its
    own: engines from their snapshots, the DB writer from its watermarks); one that dies
    five times within a minute, or an engine fenced by another engine of its shard (exit
    code 3), stops the whole run with exit code 1;
-5. on Ctrl-C or SIGTERM stops the children in order (bots, then the gateway, the DB
-   writer, the engines; each gets SIGINT/SIGTERM and ten seconds before SIGKILL) and exits.
+5. on Ctrl-C or SIGTERM stops the children in order (bots, then the market streams, the
+   gateway, the DB writer, the engines; each gets SIGINT/SIGTERM and ten seconds before SIGKILL) and exits.
 
 Children run in their own process group (a Ctrl-C at the terminal reaches only the parent,
 which stops them in order) and get SIGTERM if the parent dies (Linux), so none outlives it.
@@ -73,6 +75,7 @@ class ClusterUpOptions:
     orders_per_10s: int = 10_000
     log_level: str = "warning"
     bots: bool = True
+    ws_port: int | None = None  # investo ws (default: port + 1)
 
 
 @dataclass
@@ -106,10 +109,12 @@ def children(options: ClusterUpOptions, topology: topo.Topology) -> list[list[Ch
          "--port", str(options.port), "--rate-limit", str(options.rate_limit_per_minute),
          "--order-limit", str(options.orders_per_10s), "--log-level", options.log_level],
     )  # fmt: skip
-    # The public market streams (`<sym>@depth`, …) of a cluster are served by `investo ws`,
-    # a role not built yet. When it is, its processes go here (a group of their own, started
-    # after the gateway), and the start-up line gets their URL.
-    market_streams: list[Child] = []
+    market_streams = [
+        Child("marketdata", ["marketdata", *redis, "--database", options.database_url,
+                             "--log-level", options.log_level]),
+        Child("ws", ["ws", *redis, "--host", options.host, "--port", str(ws_port(options)),
+                     "--log-level", options.log_level]),
+    ]  # fmt: skip
     groups = [engines, [writer], [gateway], market_streams]
     if options.bots:
         state = options.data_dir / f"bots-{topology.namespace}"
@@ -118,6 +123,10 @@ def children(options: ClusterUpOptions, topology: topo.Topology) -> list[list[Ch
             [Child("bots", ["marketmaker", "--url", url, "--state-dir", str(state)], signal.SIGINT)]
         )  # SIGINT: the makers cancel their orders before they exit
     return [group for group in groups if group]
+
+
+def ws_port(options: ClusterUpOptions) -> int:
+    return options.ws_port if options.ws_port is not None else options.port + 1
 
 
 class Supervisor:
@@ -196,17 +205,28 @@ class Supervisor:
             _say(f"investo up: {child.name} started again (pid {child.pid})")
 
     async def _wait_ready(self, stop: asyncio.Event) -> None:
-        """Until the gateway's /health says ready (or the run fails, or is stopped)."""
-        url = f"http://{_loopback(self.options.host)}:{self.options.port}/health"
+        """Until the gateway's and the ws node's /health say ready (or the run fails, or is stopped)."""
+        host = _loopback(self.options.host)
+        waiting = {
+            "gateway": f"http://{host}:{self.options.port}/health",
+            "ws": f"http://{host}:{ws_port(self.options)}/health",
+        }
+        if not any(c.name == "ws" for c in self.all):
+            del waiting["ws"]
         deadline = time.monotonic() + READY_TIMEOUT_S
         async with httpx.AsyncClient(timeout=2.0) as http:
             while not (stop.is_set() or self.failure):
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    response = await http.get(url)
-                    if response.status_code == 200 and response.json().get("ready") is True:
-                        return
+                for name, url in list(waiting.items()):
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
+                        response = await http.get(url)
+                        if response.status_code == 200 and response.json().get("ready") is True:
+                            del waiting[name]
+                if not waiting:
+                    return
                 if time.monotonic() > deadline:
-                    self.failure = f"the gateway was not ready within {READY_TIMEOUT_S:g} s"
+                    self.failure = (
+                        f"the {' and the '.join(waiting)} was not ready within {READY_TIMEOUT_S:g} s"
+                    )
                     return
                 await asyncio.sleep(0.1)
 
@@ -312,6 +332,7 @@ def start_line(options: ClusterUpOptions, topology: topo.Topology, groups: list[
     names = " ".join(f"{c.name}({c.pid})" for group in groups for c in group if c.pid is not None)
     return (
         f"Investo is up (distributed): API {base}/api/v3  user streams ws://{host}:{port}/ws/<listenKey>  "
+        f"market streams ws://{host}:{ws_port(options)}/ws/<stream>  "
         f"docs {base}/docs  cluster {redacted(options.redis_url)} ({topology.matching_shards} matching, "
         f"{topology.accounts_shards} accounts shards)  database {redacted_url(options.database_url)}  "
         f"processes: {names}"
