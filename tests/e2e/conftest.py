@@ -3,7 +3,8 @@
 ``server`` (one per module) is parametrised by ``deployment``: every test that uses it runs against
 the embedded ``investo up`` (``[embedded]``) and the distributed ``investo up --redis
 --database`` (``[distributed]``, marker ``distributed``; ``-m "not distributed"`` skips them).
-``make_server`` makes embedded servers, or servers of the test's ``deployment`` when the test
+``busy`` (one per session and deployment, bots ON) likewise. ``make_server`` makes embedded
+servers, or servers of the test's ``deployment`` when the test
 asks for ``deployment`` too.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import SYMBOL, SYMBOLS, Account, Api, BusyServer, Server, new_user, server_class
+from harness import SYMBOL, SYMBOLS, Account, Api, Server, busy_server_class, new_user, server_class
 
 DEPLOYMENTS = ("embedded", pytest.param("distributed", marks=pytest.mark.distributed))
 
@@ -95,10 +96,15 @@ def make_user(server: Server, api: Api) -> Iterator[Callable[..., Account]]:
                 api.signed("DELETE", "/api/v3/openOrders", account, {"symbol": symbol})
 
 
-@pytest.fixture(scope="session")
-def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One `investo up` with its bots ON for the session's busy-market tests."""
-    server = BusyServer(tmp_path_factory.mktemp("busy") / "data").start()
+@pytest.fixture(scope="session", params=DEPLOYMENTS)
+def busy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One `investo up` with its bots ON for the session's busy-market tests, in each deployment.
+
+    Distributed, the public market streams come from `investo ws` (``busy.market_ws(path)``)
+    and the user streams from the gateway (``busy.port``), as in production.
+    """
+    deployment = str(request.param)
+    server = busy_server_class(deployment)(tmp_path_factory.mktemp(f"busy-{deployment}") / "data").start()
     yield server
     server.stop()
 

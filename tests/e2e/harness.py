@@ -111,6 +111,15 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def market_port(self) -> int:
+        """Where the public market streams are served (the API's port; ``investo ws``'s when distributed)."""
+        return self.port
+
+    def market_ws(self, path: str) -> str:
+        """A public market stream's URL (``/ws/<stream>``, ``/stream?streams=…``)."""
+        return f"ws://127.0.0.1:{self.market_port}{path}"
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -210,6 +219,7 @@ class DistributedServer(Server):
 
     def __init__(self, data_dir: Path, *args: str, port: int | None = None) -> None:
         super().__init__(data_dir, *args, port=port)
+        self.ws_port = free_port()
         self._resources = contextlib.ExitStack()
         self.redis_url = self._resources.enter_context(redis_namespace_url())
         self.database_url = self._resources.enter_context(fresh_database("investo_e2e"))
@@ -217,8 +227,12 @@ class DistributedServer(Server):
     def command(self) -> list[str]:
         return [
             *super().command(), "--redis", self.redis_url, "--database", self.database_url,
-            "--matching-shards", "2", "--accounts-shards", "2",
+            "--matching-shards", "2", "--accounts-shards", "2", "--ws-port", str(self.ws_port),
         ]  # fmt: skip
+
+    @property
+    def market_port(self) -> int:
+        return self.ws_port
 
     def wait_ready(self, timeout: float | None = None) -> dict[str, Any]:
         """The gateway is ready, and the supervisor has said so (its start-up line)."""
@@ -251,6 +265,17 @@ class BusyServer(Server):
 
     def command(self) -> list[str]:
         return [arg for arg in super().command() if arg != "--no-bots"]
+
+
+class DistributedBusyServer(DistributedServer):
+    """`investo up --redis --database` with its bots running: the market streams come from `investo ws`."""
+
+    def command(self) -> list[str]:
+        return [arg for arg in super().command() if arg != "--no-bots"]
+
+
+def busy_server_class(deployment: str) -> type[Server]:
+    return DistributedBusyServer if deployment == "distributed" else BusyServer
 
 
 # --------------------------------------------------------------------------------------------

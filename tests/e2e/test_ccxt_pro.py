@@ -63,6 +63,7 @@ def _levels(levels: list[Any]) -> list[tuple[float, float]]:
 
 async def test_ccxt_pro_streams_a_busy_market(busy: Server, busy_api: Api) -> None:
     exchange = ccxt_pro_binance(busy)
+    exchange.urls["api"]["ws"]["spot"] = busy.market_ws("/ws")  # investo ws when distributed
     try:
         await exchange.load_markets()
         symbol = exchange.markets_by_id[SYMBOL][0]["symbol"]

@@ -59,9 +59,10 @@ def test_a_dead_engine_is_reported_and_started_again_then_sigterm_stops_everythi
 ) -> None:
     pids = children_of(cluster)
     assert sorted(pids) == [
-        "accounts-0", "accounts-1", "dbwriter", "gateway", "matching-0", "matching-1",
+        "accounts-0", "accounts-1", "dbwriter", "gateway", "marketdata", "matching-0", "matching-1", "ws",
     ]  # fmt: skip
     assert START_LINE.search(cluster.output()).group(1) == cluster.base_url  # type: ignore[union-attr]
+    assert f"market streams ws://127.0.0.1:{cluster.market_port}/ws/<stream>" in cluster.output()
     api = Api(cluster.base_url)
     try:
         trader = new_user(cluster.base_url)
