@@ -24,9 +24,8 @@ embedded :class:`~investo.node.Node` calls its engines, this one goes through th
 * **demo funds**: a user's claim is checked and made under a Postgres advisory lock,
   so the daily limit holds whichever gateways the claims go to.
 
-Public market streams are not served here (``investo ws`` will): only listen keys are
-valid stream names on a gateway. The market-data hub is the seam: a
-:class:`~investo.marketdata.MarketData` fed from the same view would publish them.
+Public market streams are not served here (``investo ws`` does:
+:mod:`investo.cluster.wsnode`): only listen keys are valid stream names on a gateway.
 
 Costs per request, beyond the embedded mode's: a signed request one Redis ``SET``; an
 order one append and one answer; a book or balance read one ``MGET`` (plus the replica's
