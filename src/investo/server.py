@@ -181,6 +181,7 @@ class GatewayOptions:
     ws_buffer_limit: int = 1 << 20  # bytes a WebSocket client may leave unsent before it is dropped
     ws_ping_seconds: float = 20.0
     reply_timeout_s: float = 5.0
+    market_streams: bool = False
 
 
 def build_gateway_app(options: GatewayOptions) -> FastAPI:
@@ -195,6 +196,7 @@ def build_gateway_app(options: GatewayOptions) -> FastAPI:
             options.database_url,
             ws_buffer_limit=options.ws_buffer_limit,
             reply_timeout_s=options.reply_timeout_s,
+            market_streams=options.market_streams,
         )
     )
     limits = RateLimits.default(options.rate_limit_per_minute, options.orders_per_10s)
@@ -206,9 +208,10 @@ def build_gateway_app(options: GatewayOptions) -> FastAPI:
         topology = node.topology
         assert topology is not None
         base = f"http://{options.host}:{options.port}"
+        market = "market streams /ws/<stream> and /stream  " if options.market_streams else ""
         print(
             f"Investo gateway {node.client.gateway_id} is up: API {base}/api/v3  "
-            f"user streams ws://{options.host}:{options.port}/ws/<listenKey> and /ws-api/v3  "
+            f"user streams ws://{options.host}:{options.port}/ws/<listenKey> and /ws-api/v3  {market}"
             f"docs {base}/docs  cluster {redacted(options.redis_url)} (shard map version {topology.version}: "
             f"{topology.matching_shards} matching, {topology.accounts_shards} accounts shards)  "
             f"database {redacted_url(options.database_url)}",

@@ -3,11 +3,13 @@
 Evidence: one start-up line names the API, the cluster and every process; a matching engine
 killed with SIGKILL is reported loudly and started again, and the market it serves trades
 again (the engine recovered from its snapshot and input); SIGTERM stops every child and
-exits 0; a supervisor killed with SIGKILL takes its children with it (none is orphaned).
+exits 0; a supervisor killed with SIGKILL takes its children with it (none is orphaned); the
+market streams reach clients from the `investo ws` node and from the gateway's own port alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -15,8 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
-from harness import SYMBOL, Api, DistributedServer, Server, new_user
+import websockets
+from harness import SYMBOL, Api, DistributedServer, Server, anew_user, new_user
 
 START_LINE = re.compile(r"^Investo is up \(distributed\): API (\S+)/api/v3 .* processes: (.*)$", re.M)
 
@@ -94,3 +98,27 @@ def test_killing_the_supervisor_takes_its_children_along(cluster: DistributedSer
     pids = children_of(cluster)
     cluster.kill9()
     until(lambda: not any(alive(pid) for pid in pids.values()), 20, "orphaned children", cluster)
+
+
+async def test_the_market_streams_come_from_investo_ws_and_from_the_gateways_origin(
+    cluster: DistributedServer,
+) -> None:
+    """One depth diff, the same on the `investo ws` node and on the gateway's port (the screen's origin)."""
+    sym = SYMBOL.lower()
+    trader = await anew_user(cluster.base_url)
+    async with (
+        websockets.connect(cluster.market_ws(f"/ws/{sym}@depth")) as node,
+        websockets.connect(f"ws://127.0.0.1:{cluster.port}/stream?streams={sym}@depth") as gateway,
+    ):
+        await asyncio.sleep(0.3)
+        api = Api(cluster.base_url)
+        try:
+            placed = await asyncio.to_thread(api.limit, trader, "BUY", "2", "905")
+            assert placed["status"] == "NEW"
+        finally:
+            api.close()
+        from_node = orjson.loads(await asyncio.wait_for(node.recv(), 10))
+        from_gateway = orjson.loads(await asyncio.wait_for(gateway.recv(), 10))
+        assert from_gateway["stream"] == f"{sym}@depth"
+        assert from_node == from_gateway["data"]
+        assert from_node["e"] == "depthUpdate" and ["905.00000000", "2.00000000"] in from_node["b"]

@@ -202,12 +202,16 @@ def gateway(
         float, typer.Option(help="Seconds to wait for an engine's answer before 'status unknown'.")
     ] = 5.0,
     log_level: Annotated[str, typer.Option(help="debug logs one line per request.")] = "warning",
+    market_streams: Annotated[
+        bool, typer.Option(help="Also serve the public market streams (as investo ws does).")
+    ] = False,
 ) -> None:
     """Serve the REST API (and user data streams) over a cluster; run as many as you like."""
     from investo.server import GatewayOptions, run_gateway
 
     options = GatewayOptions(redis, database, host, port, rate_limit, order_limit, log_level)
     options.reply_timeout_s = reply_timeout
+    options.market_streams = market_streams
     run_gateway(options)
 
 

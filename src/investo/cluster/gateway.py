@@ -24,8 +24,9 @@ embedded :class:`~investo.node.Node` calls its engines, this one goes through th
 * **demo funds**: a user's claim is checked and made under a Postgres advisory lock,
   so the daily limit holds whichever gateways the claims go to.
 
-Public market streams are not served here (``investo ws`` does:
-:mod:`investo.cluster.wsnode`): only listen keys are valid stream names on a gateway.
+Public market streams are served by ``investo ws`` (:mod:`investo.cluster.wsnode`); with
+``market_streams`` (``investo gateway --market-streams``) a gateway runs such a node on its
+own hub too, so the trading screen it serves has them on the same origin.
 
 Costs per request, beyond the embedded mode's: a signed request one Redis ``SET``; an
 order one append and one answer; a book or balance read one ``MGET`` (plus the replica's
@@ -59,6 +60,7 @@ from investo.cluster.shards import MatchingShard, Shard
 from investo.cluster.sqlprogress import SqlProgress
 from investo.cluster.topology import Topology
 from investo.cluster.view import ClusterView
+from investo.cluster.wsnode import WsNode, WsNodeConfig
 from investo.core.matching import MatchingEngine
 from investo.core.messages import Command, Deposit, Event, PlaceOrder, Withdraw
 from investo.host import Applied, BatchObserver, HostStopped
@@ -89,6 +91,7 @@ class GatewayConfig:
     key_sweep_s: float = 5.0  # how often keys revoked elsewhere are read from SQL
     demo_limits: Mapping[str, int] = field(default_factory=dict)
     gateway_id: str | None = None
+    market_streams: bool = False  # also serve the public market streams (an investo ws node inside)
 
 
 class GatewayNode:
@@ -110,7 +113,15 @@ class GatewayNode:
         self.listen_keys = ListenKeys(self.clock_ms)
         self._hub = Hub()
         self.user_streams = UserStreams({}, self.clock_ms, self._hub, self.listen_keys)
-        self.stream_names: Collection[str] = StreamSet(lambda: frozenset(), self.listen_keys)
+        self.market: WsNode | None = None
+        if config.market_streams:
+            self.market = WsNode(
+                WsNodeConfig(config.redis_url, buffer_limit=config.ws_buffer_limit), self._hub
+            )
+        market = self.market
+        self.stream_names: Collection[str] = StreamSet(
+            (lambda: market.streams) if market is not None else frozenset, self.listen_keys
+        )
         self.rate_limits: RateLimits | None = None
         self.on_batch: BatchObserver | None = None  # the embedded host's metrics hook: unused here
         self.db: AsyncEngine | None = None
@@ -145,6 +156,8 @@ class GatewayNode:
         self.user_streams.attach(self._current_view)
         self.user_streams.start()
         self._tasks.append(asyncio.create_task(self._sweep_revoked_keys(), name="revoked-key-sweep"))
+        if self.market is not None:
+            await self.market.start()
         self.ready = True
 
     async def stop(self) -> None:
@@ -153,6 +166,8 @@ class GatewayNode:
         for task in self._tasks:
             await cancel_and_wait(task)
         await self.user_streams.stop()
+        if self.market is not None:
+            await self.market.stop()
         if self.sql is not None:
             await self.sql.close()
         if self.view is not None:

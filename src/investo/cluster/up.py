@@ -107,7 +107,8 @@ def children(options: ClusterUpOptions, topology: topo.Topology) -> list[list[Ch
         "gateway",
         ["gateway", *redis, "--database", options.database_url, "--host", options.host,
          "--port", str(options.port), "--rate-limit", str(options.rate_limit_per_minute),
-         "--order-limit", str(options.orders_per_10s), "--log-level", options.log_level],
+         "--order-limit", str(options.orders_per_10s), "--log-level", options.log_level,
+         "--market-streams"],
     )  # fmt: skip
     market_streams = [
         Child("marketdata", ["marketdata", *redis, "--database", options.database_url,

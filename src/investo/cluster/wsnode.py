@@ -14,7 +14,9 @@ While a market is stale (a gap, until its snapshot arrives) its depth diffs are 
 back; ``/health`` answers ``ready: true`` once every market holds a book and none is
 stale (503 before), ``/metrics`` the open clients, gaps and resyncs.
 
-The node needs no SQL. It reads the markets from the shard map at start (a new shard
+A gateway started with ``--market-streams`` runs a :class:`WsNode` on its own hub, so
+the trading screen it serves gets its market streams from the same origin (``investo up
+--redis`` does that). The node needs no SQL. It reads the markets from the shard map at start (a new shard
 map with other markets needs a restart of the nodes). Costs: per message one msgpack
 decode and the clients' writes (:mod:`investo.ws.gateway`); idle, one heartbeat
 every ``heartbeat_s``.
@@ -73,11 +75,11 @@ class WsNodeConfig:
 class WsNode:
     """The pub/sub subscriber and its feeds; see the module docstring."""
 
-    def __init__(self, config: WsNodeConfig) -> None:
+    def __init__(self, config: WsNodeConfig, hub: Hub | None = None) -> None:
         self.config = config
         self.server_url, self.namespace = topo.split_url(config.redis_url)
         self.redis: aioredis.Redis = aioredis.Redis.from_url(self.server_url)
-        self.hub = Hub()
+        self.hub = hub or Hub()  # a gateway's own hub with --market-streams
         self.feeds: dict[str, MarketFeed] = {}
         self.streams: frozenset[str] = frozenset()
         self.topology: topo.Topology | None = None
