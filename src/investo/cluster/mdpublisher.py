@@ -269,9 +269,10 @@ class MarketDataPublisher:
             shard: ShardReplica(self.server_url, topology, "matching", shard)
             for shard in range(topology.matching_shards)
         }
-        tasks: list[asyncio.Task[None]] = []
         halt = asyncio.Event()
         self._lost.clear()
+        # renewed from now on: catching up and reading SQL may take longer than the lease
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._renew(), name="md-lease")]
         md: ClusterMarketData | None = None
         pubsub: PubSub = self.redis.pubsub()
         try:
@@ -293,9 +294,10 @@ class MarketDataPublisher:
                 replica.on_reload = halt.set  # it skipped entries: start this lease's work again
             await pubsub.subscribe(resync_channel(self.namespace), topo.changes_channel(self.namespace))
             self.active = True
-            tasks = [
+            if self._lost.is_set():
+                raise LeaseLost("the lease expired while catching up")
+            tasks += [
                 asyncio.create_task(self._send(), name="md-send"),
-                asyncio.create_task(self._renew(), name="md-lease"),
                 asyncio.create_task(self._heartbeats(), name="md-heartbeat"),
                 asyncio.create_task(self._requests(pubsub, topology.markets, halt), name="md-requests"),
                 *(
