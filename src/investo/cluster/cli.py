@@ -1,5 +1,5 @@
-"""The distributed mode's commands: ``investo cluster init|status``, ``investo engine``, ``investo dbwriter``,
-``investo gateway``.
+"""The distributed mode's commands: ``investo cluster init|status|rebuild``, ``investo engine``,
+``investo dbwriter``, ``investo gateway``.
 
 Every process takes ``--redis redis://host:port/db?prefix=<namespace>`` and finds the
 markets and the shard map there (written by ``investo cluster init``). Each long-running
@@ -16,6 +16,8 @@ from typing import Annotated
 
 import redis.asyncio as aioredis
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from investo.cluster import topology as topo
 from investo.tasks import settle_heap
@@ -103,14 +105,64 @@ def status(redis: RedisOption = DEFAULT_REDIS) -> None:
         raise typer.Exit(1) from None
 
 
+@app.command("rebuild")
+def rebuild(
+    redis: RedisOption = DEFAULT_REDIS,
+    database: Annotated[str, typer.Option(help="The cluster's SQL history (postgresql://…).")] = (
+        "postgresql://127.0.0.1/investo"
+    ),
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be rebuilt; write nothing.")] = False,
+) -> None:
+    """Restore a cluster Redis lost (restarted without its data) from the SQL history."""
+    from investo.cluster.rebuild import RebuildRefused, rebuild_cluster
+    from investo.store.db import make_engine
+
+    async def run() -> list[str]:
+        server_url, namespace = topo.split_url(redis)
+        db = make_engine(database)
+        try:
+            return (await rebuild_cluster(server_url, namespace, db, dry_run=dry_run)).lines()
+        finally:
+            await db.dispose()
+
+    try:
+        typer.echo("\n".join(asyncio.run(run())))
+    except (RebuildRefused, ValueError) as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _rebuild_if_lost(server_url: str, namespace: str, database: str) -> None:
+    """``investo engine --database``: restore the cluster from SQL if Redis lost it (see cluster.rebuild)."""
+    from investo.cluster.rebuild import ensure_rebuilt
+    from investo.store.db import make_engine
+
+    db = make_engine(database)
+    try:
+        while True:
+            try:
+                await ensure_rebuilt(server_url, namespace, db, say=lambda line: typer.echo(line, err=True))
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                typer.echo(f"waiting for Redis: {exc}", err=True)
+                await asyncio.sleep(1.0)
+    finally:
+        await db.dispose()
+
+
 def engine(
     role: Annotated[str, typer.Option(help="accounts or matching.")],
     shard: Annotated[int, typer.Option(help="Which shard of that role.")] = 0,
     redis: RedisOption = DEFAULT_REDIS,
     snapshot_every: Annotated[int, typer.Option(help="Input entries between two snapshots.")] = 50_000,
+    database: Annotated[
+        str | None,
+        typer.Option(help="The SQL history: if Redis lost the cluster, rebuild it from there first."),
+    ] = None,
 ) -> None:
     """Run one engine shard over its Redis input stream until SIGTERM."""
     from investo.cluster.engine import Fenced, ShardEngine
+    from investo.cluster.rebuild import RedisLost
 
     if role not in topo.ROLES:
         raise typer.BadParameter(f"--role must be accounts or matching, not {role!r}")
@@ -118,6 +170,8 @@ def engine(
 
     async def run() -> None:
         server_url, namespace = topo.split_url(redis)
+        if database is not None:
+            await _rebuild_if_lost(server_url, namespace, database)
         client = aioredis.Redis.from_url(server_url)
         try:
             topology = await topo.load_when_reachable(
@@ -141,7 +195,7 @@ def engine(
 
     try:
         asyncio.run(run())
-    except (topo.ClusterNotInitialised, ValueError) as error:
+    except (topo.ClusterNotInitialised, RedisLost, ValueError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
     except Fenced as error:
