@@ -1,11 +1,12 @@
 """Redis loses everything (restarted without its data): the cluster is rebuilt from Postgres.
 
 Under order load a 2 + 2 shard cluster trades with two DB writers; once the writers have
-caught up, the engines stop and Redis restarts with an empty data directory. The DB
-writers keep running and must refuse to write the lost streams. Then the engines start
-again with ``--database``: one rebuilds the whole cluster from SQL, the others wait for it.
-Every shard then has the state hash it had before the loss; new orders trade against
-the rebuilt books; and at the end nothing is stored twice and SQL agrees with the engines.
+caught up, Redis restarts with an empty data directory. The DB writers keep running and
+must refuse to write the lost streams; the engines, idle, notice the loss and stop (exit
+code 4). Then the engines start again with ``--database``: one rebuilds the whole cluster
+from SQL, the others wait for it. Every shard then has the state hash it had before the
+loss; new orders trade against the rebuilt books; and at the end nothing is stored twice
+and SQL agrees with the engines.
 """
 
 from __future__ import annotations
@@ -87,9 +88,7 @@ async def test_redis_restarted_without_data_is_rebuilt_from_postgres(rig: Rig) -
     assert rig.topology is not None
     await _load(rig, 2.0, fund=True)
     await wait_written(rig)
-    for engine in rig.engines.values():
-        assert engine.stop() == 0, rig.logs()
-    before = await _states(rig)
+    before = await _states(rig)  # read from Redis while the engines idle
     assert any(orders for _, held in before.values() if isinstance(held, dict) for orders in held.values())
 
     # Redis loses everything: killed, its AOF removed, started empty.
@@ -97,6 +96,14 @@ async def test_redis_restarted_without_data_is_rebuilt_from_postgres(rig: Rig) -
     shutil.rmtree(rig.redis.dir)
     rig.redis.dir.mkdir()
     rig.redis.start()
+    deadline = time.monotonic() + 20
+    for engine in rig.engines.values():  # each notices that Redis lost what it published, and stops
+        assert engine.process is not None
+        while engine.process.poll() is None:
+            assert time.monotonic() < deadline, f"{engine.name} did not notice the loss\n{rig.logs()}"
+            await asyncio.sleep(0.1)
+        assert engine.process.returncode == 4, rig.logs()
+        assert "Redis lost what this engine published" in engine.output()
 
     db = make_engine(rig.database_url)
     server_url = rig.redis.url

@@ -150,6 +150,25 @@ async def _rebuild_if_lost(server_url: str, namespace: str, database: str) -> No
         await db.dispose()
 
 
+async def _check_shard_not_lost(topology: topo.Topology, role: topo.Role, shard: int, database: str) -> None:
+    """An engine starting empty while SQL holds its shard's output: Redis lost it, and the
+    configuration was written again meanwhile (``cluster init``): refuse rather than start afresh."""
+    from investo.cluster.history import written_offset
+    from investo.cluster.rebuild import RedisLost
+    from investo.store.db import make_engine
+
+    db = make_engine(database)
+    try:
+        written = await written_offset(db, topology, role, shard)
+    finally:
+        await db.dispose()
+    if written:
+        raise RedisLost(
+            f"{role} shard {shard} has no state in Redis but SQL holds its output up to {written}: "
+            "Redis lost it; delete the namespace's configuration and run `investo cluster rebuild`"
+        )
+
+
 def engine(
     role: Annotated[str, typer.Option(help="accounts or matching.")],
     shard: Annotated[int, typer.Option(help="Which shard of that role.")] = 0,
@@ -161,7 +180,7 @@ def engine(
     ] = None,
 ) -> None:
     """Run one engine shard over its Redis input stream until SIGTERM."""
-    from investo.cluster.engine import Fenced, ShardEngine
+    from investo.cluster.engine import Fenced, ShardEngine, StateLost
     from investo.cluster.rebuild import RedisLost
 
     if role not in topo.ROLES:
@@ -184,6 +203,8 @@ def engine(
         _stop_on_signals(stop)
         try:
             replayed = await shard_engine.recover()
+            if database is not None and not shard_engine.from_snapshot and shard_engine.applied == 0:
+                await _check_shard_not_lost(topology, checked, shard, database)
             settle_heap()
             await shard_engine.write_status()  # also says "up" to operators and tests
             typer.echo(f"{role} shard {shard}: replayed {replayed}, at input offset {shard_engine.applied}")
@@ -198,6 +219,9 @@ def engine(
     except (topo.ClusterNotInitialised, RedisLost, ValueError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
+    except StateLost as error:
+        typer.echo(f"stopped: {error}", err=True)
+        raise typer.Exit(4) from None
     except Fenced as error:
         typer.echo(f"stopped: {error}", err=True)
         raise typer.Exit(3) from None

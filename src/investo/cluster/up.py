@@ -15,7 +15,9 @@ The parent process:
    process's name in front (``matching-0 | …``);
 3. prints one start-up line when the gateway is ready;
 4. supervises: a child that dies is reported loudly and started again (it recovers on its
-   own: engines from their snapshots, the DB writer from its watermarks); one that dies
+   own: engines from their snapshots, the DB writer from its watermarks; an engine that finds
+   Redis lost its data exits with code 4 and, started again with ``--database``, rebuilds
+   the cluster from SQL); one that dies
    five times within a minute, or an engine fenced by another engine of its shard (exit
    code 3), stops the whole run with exit code 1;
 5. on Ctrl-C or SIGTERM stops the children in order (bots, then the gateway, the DB
@@ -98,7 +100,8 @@ def children(options: ClusterUpOptions, topology: topo.Topology) -> list[list[Ch
     redis = ["--redis", options.redis_url]
     engines = [
         Child(f"{role}-{shard}", ["engine", *redis, "--role", role, "--shard", str(shard),
-                                  "--snapshot-every", str(options.snapshot_every)])
+                                  "--snapshot-every", str(options.snapshot_every),
+                                  "--database", options.database_url])
         for role, shard in topology.every_output()
     ]  # fmt: skip
     writer = Child("dbwriter", ["dbwriter", *redis, "--database", options.database_url])
