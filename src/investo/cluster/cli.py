@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import ProgrammingError
 
 from investo.cluster import topology as topo
 from investo.tasks import settle_heap
@@ -40,6 +41,12 @@ def init(
     markets: Annotated[Path | None, typer.Option(help="Markets TOML file (default: built-in).")] = None,
     matching_shards: Annotated[int, typer.Option(help="Matching engines; markets are dealt to them.")] = 1,
     accounts_shards: Annotated[int, typer.Option(help="Accounts engines; user u is on shard u % N.")] = 1,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="The SQL history: refuse to start afresh a cluster Redis lost (see cluster rebuild)."
+        ),
+    ] = None,
 ) -> None:
     """Write (or change) the cluster's markets and shard map; running gateways pick it up."""
     from investo.markets import MarketConfigError, parse_config, read_text
@@ -56,6 +63,8 @@ def init(
     async def write() -> topo.Topology:
         client = aioredis.Redis.from_url(server_url)
         try:
+            if database is not None and await client.get(topo.config_key(namespace)) is None:
+                await _refuse_if_lost(namespace, database)
             return await topo.store(client, draft)
         finally:
             await client.aclose()
@@ -69,6 +78,24 @@ def init(
     for shard in range(stored.matching_shards):
         typer.echo(f"  matching shard {shard}: {', '.join(stored.markets_of(shard))}")
     typer.echo(f"  accounts shards: {stored.accounts_shards} (user u on shard u % {stored.accounts_shards})")
+
+
+async def _refuse_if_lost(namespace: str, database: str) -> None:
+    from investo.cluster.history import load_config
+    from investo.store.db import make_engine
+
+    db = make_engine(database)
+    try:
+        saved = await load_config(db, namespace)
+    except ProgrammingError:  # not migrated yet: a new database holds no cluster
+        saved = None
+    finally:
+        await db.dispose()
+    if saved is not None:
+        raise topo.ClusterConfigError(
+            f"Redis has no cluster {namespace!r} but the database holds its history: Redis lost it. "
+            "Restore it with `investo cluster rebuild` (a fresh cluster would start with empty books)"
+        )
 
 
 @app.command("status")
