@@ -25,6 +25,7 @@ from sqlalchemy import text
 from investo.cluster.client import ClusterClient
 from investo.cluster.engine import ShardEngine
 from investo.cluster.rebuild import RebuildRefused, rebuild_cluster
+from investo.cluster.replica import ShardReplica
 from investo.cluster.shards import AccountsShard
 from investo.core.messages import OrderType, PlaceOrder, Side, TimeInForce, TradeExecuted
 from investo.store.db import make_engine
@@ -89,6 +90,17 @@ async def test_redis_restarted_without_data_is_rebuilt_from_postgres(rig: Rig) -
     await _load(rig, 2.0, fund=True)
     await wait_written(rig)
     before = await _states(rig)  # read from Redis while the engines idle
+    # Replicas, as gateways keep them, follow the shards through the loss and the rebuild.
+    reloads: list[object] = []
+    replicas = {
+        key: ShardReplica(rig.redis.url, rig.topology, *key, on_reload=lambda k=key: reloads.append(k))
+        for key in before
+    }
+    stop_following = asyncio.Event()
+    for replica in replicas.values():
+        await replica.start()
+        await replica.catch_up()
+    following = [asyncio.create_task(r.follow(stop_following)) for r in replicas.values()]
     assert any(orders for _, held in before.values() if isinstance(held, dict) for orders in held.values())
 
     # Redis loses everything: killed, its AOF removed, started empty.
@@ -156,6 +168,18 @@ async def test_redis_restarted_without_data_is_rebuilt_from_postgres(rig: Rig) -
         await wait_written(rig)
         codes = rig.stop_all()
         assert codes == dict.fromkeys(codes, 0), f"{codes}\n{rig.logs()}"
+        for (role, shard), replica in replicas.items():
+            status = await client.hgetall(f"{rig.topology.input_prefix(role, shard)}:status")
+            deadline = time.monotonic() + 10
+            while replica.applied != int(status[b"applied"]):
+                assert time.monotonic() < deadline, (role, shard, replica.applied, status)
+                await asyncio.sleep(0.05)
+            assert replica.state_hash() == status[b"state_hash"].decode(), (role, shard)
+        assert sorted(reloads) == sorted(replicas), reloads  # each reloaded the rebuilt snapshot once
+        stop_following.set()
+        await asyncio.gather(*following)
+        for replica in replicas.values():
+            await replica.close()
         await check_consistent(rig, load)
         async with db.connect() as conn:  # nothing stored twice across the loss
             dupes = await conn.scalar(
