@@ -2,7 +2,8 @@
 
 A rebuild needs the cluster's configuration in SQL (a DB writer saves it), writes nothing on
 a dry run, restores every shard (snapshot at input offset 0, output counters, configuration
-last), and refuses to run over a Redis that still holds the cluster. `cluster init --database`
+last; run again if it was interrupted), and refuses to run over a Redis that still holds
+the cluster. `cluster init --database`
 refuses to start afresh a cluster that Redis lost while SQL holds it.
 """
 
@@ -72,6 +73,9 @@ def test_rebuild_guards_dry_run_and_restore(cluster_url: str, postgres_url: str)
 
         again = runner.invoke(app, args)
         assert again.exit_code == 1 and "nothing to rebuild" in again.output
+        client.delete(topo.config_key(namespace))  # as if the rebuild died before its last write
+        redone = runner.invoke(app, args)
+        assert redone.exit_code == 0 and "rebuilt from SQL" in redone.output, redone.output
         assert runner.invoke(app, [*init, "--database", postgres_url]).exit_code == 0  # Redis has it now
     finally:
         client.close()

@@ -16,8 +16,10 @@ committed output to SQL. :func:`rebuild_cluster` then:
    after it) and moves the output stream's counter to the committed watermark, so new
    output offsets continue after what SQL holds (the DB writer's idempotence on
    offsets stays true: nothing is stored twice, nothing new is skipped);
-5. writes the configuration last: engines and gateways wait for it, so none starts
-   on a half-rebuilt cluster.
+5. checks that no DB writer committed meanwhile (one may still be finishing a batch it
+   read before the loss: :class:`HistoryMoved`, read again), then writes the
+   configuration last: engines and gateways wait for it, so none starts on a
+   half-rebuilt cluster (an interrupted rebuild is simply run again).
 
 What cannot come back: whatever the DB writer had not committed when Redis lost its
 data (commands answered, even trades, but not yet in SQL). That is why the shipped
@@ -62,6 +64,10 @@ class LockHeld(RebuildRefused):
     """Another process is rebuilding the cluster."""
 
 
+class HistoryMoved(RebuildRefused):
+    """A DB writer committed while the rebuild read the history (it was finishing a batch): read again."""
+
+
 class RedisLost(RuntimeError):
     """Redis lost the cluster's state while SQL holds its history (``investo cluster rebuild``)."""
 
@@ -100,12 +106,14 @@ def config_missing_key(namespace: str) -> str:
 
 
 async def lost_shards(client: aioredis.Redis, topology: Topology) -> list[tuple[Role, int]]:
-    """The shards with no state in Redis (no snapshot, nothing published)."""
+    """The shards with no state in Redis: nothing published and no snapshot, except, while
+    Redis has no configuration (an interrupted rebuild), one at offset 0."""
+    interrupted = await client.get(topo.config_key(topology.namespace)) is None
     lost = []
     for role, shard in topology.every_output():
         done = int(await client.get(topology.done_key(role, shard)) or 0)
-        snapshots = await client.hlen(f"{topology.input_prefix(role, shard)}:snapshots")
-        if not done and not snapshots:
+        snapshots = await client.hkeys(f"{topology.input_prefix(role, shard)}:snapshots")
+        if not done and (not snapshots or (interrupted and all(int(o) == 0 for o in snapshots))):
             lost.append((role, shard))
     return lost
 
@@ -165,6 +173,10 @@ async def rebuild_cluster(
                 return report
             for role, number, shard, written in built:
                 await _install(server_url, client, topology, role, number, shard, written)
+            for role, number, _, written in built:  # a writer finishing a batch read before the loss
+                now = await history.written_offset(db, topology, role, number)
+                if now != written:
+                    raise HistoryMoved(f"{role} {number}: SQL moved from {written} to {now} meanwhile")
             await client.set(topo.config_key(namespace), topology.encode())
             await client.publish(topo.changes_channel(namespace), str(topology.version))
             log.warning("cluster %r rebuilt into Redis from SQL: %d shards", namespace, len(built))
@@ -233,6 +245,10 @@ async def ensure_rebuilt(
                 try:
                     report = await rebuild_cluster(server_url, namespace, db, say=say)
                 except LockHeld:
+                    await asyncio.sleep(poll_s)
+                    continue
+                except HistoryMoved as exc:
+                    say(f"reading the history again: {exc}")
                     await asyncio.sleep(poll_s)
                     continue
                 except RebuildRefused as exc:
