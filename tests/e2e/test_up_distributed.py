@@ -4,7 +4,8 @@ Evidence: one start-up line names the API, the cluster and every process; a matc
 killed with SIGKILL is reported loudly and started again, and the market it serves trades
 again (the engine recovered from its snapshot and input); SIGTERM stops every child and
 exits 0; a supervisor killed with SIGKILL takes its children with it (none is orphaned); the
-market streams reach clients from the `investo ws` node and from the gateway's own port alike.
+market streams reach clients from the `investo ws` node and from the gateway's own port alike;
+Redis losing the cluster's keys is recovered from Postgres by the restarted engines.
 """
 
 from __future__ import annotations
@@ -122,3 +123,62 @@ async def test_the_market_streams_come_from_investo_ws_and_from_the_gateways_ori
         assert from_gateway["stream"] == f"{sym}@depth"
         assert from_node == from_gateway["data"]
         assert from_node["e"] == "depthUpdate" and ["905.00000000", "2.00000000"] in from_node["b"]
+
+
+def _lose_redis_namespace(cluster: DistributedServer) -> None:
+    """Every key of the cluster's namespace deleted: Redis lost its data (as far as this cluster sees)."""
+    import redis
+
+    from investo.cluster.topology import split_url
+
+    server_url, namespace = split_url(cluster.redis_url)
+    client = redis.Redis.from_url(server_url)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=1000))
+        assert keys
+        client.delete(*keys)
+    finally:
+        client.close()
+
+
+def _quietly(check: Callable[[], bool]) -> Callable[[], bool]:
+    """``check``, with a failed request (the gateway answers 503 while the cluster is rebuilt) as False."""
+
+    def run() -> bool:
+        try:
+            return check()
+        except (AssertionError, OSError):
+            return False
+
+    return run
+
+
+def test_redis_losing_the_cluster_is_recovered_from_postgres(cluster: DistributedServer) -> None:
+    """Redis loses the cluster while `investo up` runs: the engines notice, and started again they
+    rebuild it from Postgres; the book, the balances and trading are back."""
+    api = Api(cluster.base_url)
+    try:
+        maker, taker = new_user(cluster.base_url), new_user(cluster.base_url)
+        order = api.call("POST", "/api/v3/order", maker, symbol=SYMBOL, side="SELL", type="LIMIT",
+                         timeInForce="GTC", quantity="3", price="1100")  # fmt: skip
+        balances = api.call("GET", "/api/v3/account", maker)["balances"]
+        until(
+            lambda: api.signed("GET", "/api/v3/order", maker, {"symbol": SYMBOL, "orderId": order["orderId"]})
+            .status_code == 200,
+            30, "the order in SQL", cluster,
+        )  # fmt: skip
+        _lose_redis_namespace(cluster)
+        until(lambda: "REDIS LOST CLUSTER" in cluster.output(), 60, "no rebuild", cluster)
+        book = [["1100.00000000", "3.00000000"]]
+        until(_quietly(lambda: api.depth()["asks"] == book), 60, "no rebuilt book", cluster)
+        until(
+            _quietly(lambda: api.call("GET", "/api/v3/account", maker)["balances"] == balances),
+            30, "the maker's balances back", cluster,
+        )  # fmt: skip
+        answer = api.call("POST", "/api/v3/order", taker, symbol=SYMBOL, side="BUY", type="LIMIT",
+                          timeInForce="IOC", quantity="1", price="1100")  # fmt: skip
+        assert answer["status"] == "FILLED", answer
+        assert "exited with code 4" in cluster.output()
+    finally:
+        api.close()
+    assert cluster.terminate() == 0, cluster.tail(80)

@@ -35,10 +35,11 @@ def test_entries_with_a_deposit_or_withdrawal_are_decoded() -> None:
     assert _may_hold_accounts_rows(encoded(accepted(), Deposited(1, 2, 3, "INR", 100)))
 
 
+def test_rejections_are_decoded_for_the_seq_they_carry() -> None:
+    assert _may_hold_accounts_rows(encoded(OrderRejected(4, 1, "AINR", 0, 3, "x", RejectCode.UNKNOWN_MARKET)))
+
+
 def test_an_order_entry_is_skipped_unless_its_text_looks_like_one() -> None:
     assert not _may_hold_accounts_rows(encoded(accepted()))
-    assert not _may_hold_accounts_rows(
-        encoded(OrderRejected(0, 1, "AINR", 0, 3, "x", RejectCode.UNKNOWN_MARKET))
-    )
     # a client order id that spells a tag is a false positive: decoded, then filtered (never a miss)
     assert _may_hold_accounts_rows(encoded(accepted("Deposited")))

@@ -1,5 +1,5 @@
-"""The distributed mode's commands: ``investo cluster init|status``, ``investo engine``, ``investo dbwriter``,
-``investo gateway``.
+"""The distributed mode's commands: ``investo cluster init|status|rebuild``, ``investo engine``,
+``investo dbwriter``, ``investo gateway``.
 
 Every process takes ``--redis redis://host:port/db?prefix=<namespace>`` and finds the
 markets and the shard map there (written by ``investo cluster init``). Each long-running
@@ -16,6 +16,9 @@ from typing import Annotated
 
 import redis.asyncio as aioredis
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import ProgrammingError
 
 from investo.cluster import topology as topo
 from investo.tasks import settle_heap
@@ -38,6 +41,12 @@ def init(
     markets: Annotated[Path | None, typer.Option(help="Markets TOML file (default: built-in).")] = None,
     matching_shards: Annotated[int, typer.Option(help="Matching engines; markets are dealt to them.")] = 1,
     accounts_shards: Annotated[int, typer.Option(help="Accounts engines; user u is on shard u % N.")] = 1,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="The SQL history: refuse to start afresh a cluster Redis lost (see cluster rebuild)."
+        ),
+    ] = None,
 ) -> None:
     """Write (or change) the cluster's markets and shard map; running gateways pick it up."""
     from investo.markets import MarketConfigError, parse_config, read_text
@@ -54,6 +63,8 @@ def init(
     async def write() -> topo.Topology:
         client = aioredis.Redis.from_url(server_url)
         try:
+            if database is not None and await client.get(topo.config_key(namespace)) is None:
+                await _refuse_if_lost(namespace, database)
             return await topo.store(client, draft)
         finally:
             await client.aclose()
@@ -67,6 +78,24 @@ def init(
     for shard in range(stored.matching_shards):
         typer.echo(f"  matching shard {shard}: {', '.join(stored.markets_of(shard))}")
     typer.echo(f"  accounts shards: {stored.accounts_shards} (user u on shard u % {stored.accounts_shards})")
+
+
+async def _refuse_if_lost(namespace: str, database: str) -> None:
+    from investo.cluster.history import load_config
+    from investo.store.db import make_engine
+
+    db = make_engine(database)
+    try:
+        saved = await load_config(db, namespace)
+    except ProgrammingError:  # not migrated yet: a new database holds no cluster
+        saved = None
+    finally:
+        await db.dispose()
+    if saved is not None:
+        raise topo.ClusterConfigError(
+            f"Redis has no cluster {namespace!r} but the database holds its history: Redis lost it. "
+            "Restore it with `investo cluster rebuild` (a fresh cluster would start with empty books)"
+        )
 
 
 @app.command("status")
@@ -103,14 +132,83 @@ def status(redis: RedisOption = DEFAULT_REDIS) -> None:
         raise typer.Exit(1) from None
 
 
+@app.command("rebuild")
+def rebuild(
+    redis: RedisOption = DEFAULT_REDIS,
+    database: Annotated[str, typer.Option(help="The cluster's SQL history (postgresql://…).")] = (
+        "postgresql://127.0.0.1/investo"
+    ),
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be rebuilt; write nothing.")] = False,
+) -> None:
+    """Restore a cluster Redis lost (restarted without its data) from the SQL history."""
+    from investo.cluster.rebuild import RebuildRefused, rebuild_cluster
+    from investo.store.db import make_engine
+
+    async def run() -> list[str]:
+        server_url, namespace = topo.split_url(redis)
+        db = make_engine(database)
+        try:
+            return (await rebuild_cluster(server_url, namespace, db, dry_run=dry_run)).lines()
+        finally:
+            await db.dispose()
+
+    try:
+        typer.echo("\n".join(asyncio.run(run())))
+    except (RebuildRefused, ValueError) as error:
+        typer.echo(f"refused: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _rebuild_if_lost(server_url: str, namespace: str, database: str) -> None:
+    """``investo engine --database``: restore the cluster from SQL if Redis lost it (see cluster.rebuild)."""
+    from investo.cluster.rebuild import ensure_rebuilt
+    from investo.store.db import make_engine
+
+    db = make_engine(database)
+    try:
+        while True:
+            try:
+                await ensure_rebuilt(server_url, namespace, db, say=lambda line: typer.echo(line, err=True))
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                typer.echo(f"waiting for Redis: {exc}", err=True)
+                await asyncio.sleep(1.0)
+    finally:
+        await db.dispose()
+
+
+async def _check_shard_not_lost(topology: topo.Topology, role: topo.Role, shard: int, database: str) -> None:
+    """An engine starting empty while SQL holds its shard's output: Redis lost it, and the
+    configuration was written again meanwhile (``cluster init``): refuse rather than start afresh."""
+    from investo.cluster.history import written_offset
+    from investo.cluster.rebuild import RedisLost
+    from investo.store.db import make_engine
+
+    db = make_engine(database)
+    try:
+        written = await written_offset(db, topology, role, shard)
+    finally:
+        await db.dispose()
+    if written:
+        raise RedisLost(
+            f"{role} shard {shard} has no state in Redis but SQL holds its output up to {written}: "
+            "Redis lost it; delete the namespace's configuration and run `investo cluster rebuild`"
+        )
+
+
 def engine(
     role: Annotated[str, typer.Option(help="accounts or matching.")],
     shard: Annotated[int, typer.Option(help="Which shard of that role.")] = 0,
     redis: RedisOption = DEFAULT_REDIS,
     snapshot_every: Annotated[int, typer.Option(help="Input entries between two snapshots.")] = 50_000,
+    database: Annotated[
+        str | None,
+        typer.Option(help="The SQL history: if Redis lost the cluster, rebuild it from there first."),
+    ] = None,
 ) -> None:
     """Run one engine shard over its Redis input stream until SIGTERM."""
-    from investo.cluster.engine import Fenced, ShardEngine
+    from investo.cluster.engine import Fenced, ShardEngine, StateLost
+    from investo.cluster.rebuild import RedisLost
 
     if role not in topo.ROLES:
         raise typer.BadParameter(f"--role must be accounts or matching, not {role!r}")
@@ -118,6 +216,8 @@ def engine(
 
     async def run() -> None:
         server_url, namespace = topo.split_url(redis)
+        if database is not None:
+            await _rebuild_if_lost(server_url, namespace, database)
         client = aioredis.Redis.from_url(server_url)
         try:
             topology = await topo.load_when_reachable(
@@ -130,6 +230,8 @@ def engine(
         _stop_on_signals(stop)
         try:
             replayed = await shard_engine.recover()
+            if database is not None and not shard_engine.from_snapshot and shard_engine.applied == 0:
+                await _check_shard_not_lost(topology, checked, shard, database)
             settle_heap()
             await shard_engine.write_status()  # also says "up" to operators and tests
             typer.echo(f"{role} shard {shard}: replayed {replayed}, at input offset {shard_engine.applied}")
@@ -141,9 +243,12 @@ def engine(
 
     try:
         asyncio.run(run())
-    except (topo.ClusterNotInitialised, ValueError) as error:
+    except (topo.ClusterNotInitialised, RedisLost, ValueError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
+    except StateLost as error:
+        typer.echo(f"stopped: {error}", err=True)
+        raise typer.Exit(4) from None
     except Fenced as error:
         typer.echo(f"stopped: {error}", err=True)
         raise typer.Exit(3) from None

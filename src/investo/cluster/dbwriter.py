@@ -23,6 +23,12 @@ Guarantees
   are written from the matching stream, which carries every order's whole life).
 * SQL keys rows by log offset: entry ``o`` of the stream numbered ``n`` is stored as
   offset ``o * 1024 + n`` (:meth:`~investo.cluster.topology.Topology.stream_number`).
+* **Never over a lost stream.** A stream whose counter in Redis is below the SQL
+  watermark was lost (Redis restarted without its data): its writer refuses to start
+  (:class:`~investo.cluster.rebuild.RedisLost`, logged, retried at the next lease)
+  until ``investo cluster rebuild`` restored it; otherwise new entries at offsets SQL
+  already holds would be skipped as duplicates. ``start`` saves the cluster's
+  configuration in SQL (``cluster_configs``), what such a rebuild starts from.
 * Output streams are trimmed behind the watermark, keeping the last ``retain``
   entries for late readers.
 * After each commit the new watermark is announced on ``<ns>:dbwriter:written``
@@ -54,10 +60,19 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from investo.cluster import history
 from investo.cluster import topology as topo
+from investo.cluster.rebuild import RedisLost
 from investo.cluster.records import OUTPUT_DECODER
 from investo.cluster.topology import Role, Topology
-from investo.core.messages import Deposited, Event, Withdrawn
+from investo.core.messages import (
+    Deposited,
+    DepositRejected,
+    Event,
+    OrderRejected,
+    Withdrawn,
+    WithdrawRejected,
+)
 from investo.log.redis import RedisLog
 from investo.store.db import make_engine
 from investo.store.migrate import upgrade
@@ -91,17 +106,19 @@ class _Entry:
     events: Sequence[Event]
 
 
-_ACCOUNTS_ROWS = (Deposited, Withdrawn)
+_ACCOUNTS_ROWS = (Deposited, Withdrawn, DepositRejected, WithdrawRejected, OrderRejected)
+"""What an accounts stream's entries give the history: ledger rows, and the shard's event seq
+(rejections carry it too; ``engine_seqs`` keeps it for a rebuild from SQL)."""
 
 
 def _may_hold_accounts_rows(payload: bytes) -> bool:
-    """False only if the encoded entry holds no Deposited / Withdrawn (their tags are absent).
+    """False only if the encoded entry holds none of :data:`_ACCOUNTS_ROWS` (their tags are absent).
 
     Most accounts entries are one ``OrderAccepted`` (its row comes from the matching
     stream): a substring test skips decoding them. A false positive (the tag inside a
     client order id) is only decoded and filtered like any other entry.
     """
-    return b"Deposited" in payload or b"Withdrawn" in payload  # the tags of _ACCOUNTS_ROWS
+    return b"Deposited" in payload or b"Withdrawn" in payload or b"Rejected" in payload
 
 
 def _read_rows(found: Any) -> list[tuple[bytes, bytes | None]]:
@@ -152,6 +169,12 @@ class StreamWriter:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: the group exists
             await self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
         await self.history.load_progress()
+        in_redis = await self.out.last_offset()
+        if in_redis < self.written:
+            raise RedisLost(
+                f"{self.key} is at offset {in_redis} but SQL holds it up to {self.written}: "
+                "Redis lost the cluster; rebuild it (`investo cluster rebuild`) before writing on"
+            )
         self.history.on_durable = lambda _: self._committed.set()
         self.history.start()
         announcer = asyncio.create_task(self._announce(), name=f"announce-{self.key}")
@@ -278,6 +301,7 @@ class DbWriter:
                 log.warning("waiting for the database: %s", str(exc).splitlines()[0])
                 await asyncio.sleep(1.0)
         self.db = make_engine(self.database_url)
+        await history.save_config(self.db, self.topology)  # what a rebuild into an empty Redis starts from
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take, keep and use leases until ``stop``; then finish the current batches and let go."""

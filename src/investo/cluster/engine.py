@@ -24,6 +24,11 @@ Invariants
   first, and a socket still sending older output does so behind a write barrier), so
   a gateway never hears of something a crash could undo. A publish retried after a
   lost answer is refused (``done`` moved) and sends nothing twice.
+* **Lost state is noticed.** ``done`` only moves forward; finding it behind what this
+  engine published (a refused publish, or a check every second while idle) means
+  Redis lost its data: the engine stops (:class:`StateLost`) rather than go on from a
+  state Redis no longer backs. Started with ``--database`` it then rebuilds the
+  cluster from SQL (:mod:`investo.cluster.rebuild`).
 * Snapshots are taken only of published state (offset ≤ ``done``), and the input
   is trimmed only behind a snapshot that remains.
 
@@ -60,6 +65,7 @@ log = logging.getLogger(__name__)
 
 ReplayProgress = Callable[[int, int], None]
 RETRY_S = 0.2  # between attempts while Redis is unreachable
+LOST_CHECK_S = 1.0  # an idle engine checks this often that Redis still holds what it published
 
 # KEYS: done, then (stream, next) per target log. ARGV: expected done, new done, then per
 # target: a count and that many payloads, then the number of answers and that many
@@ -101,6 +107,14 @@ return 1
 
 class Fenced(RuntimeError):
     """Another engine published for this shard: this one must stop."""
+
+
+class StateLost(RuntimeError):
+    """Redis no longer holds what this engine published (``done`` went back): Redis lost its data.
+
+    The engine stops; started again with ``--database`` it rebuilds the cluster from SQL
+    (:mod:`investo.cluster.rebuild`).
+    """
 
 
 @dataclass
@@ -150,6 +164,7 @@ class ShardEngine:
         self.stats = EngineStats()
         self._since_snapshot = 0
         self._snapshots: list[int] = []
+        self.from_snapshot = False  # whether start-up found a snapshot (a rebuilt shard has one at 0)
 
     def __repr__(self) -> str:
         return f"<ShardEngine {self.role} {self.shard_no} at {self.applied}>"
@@ -163,6 +178,7 @@ class ShardEngine:
             self.applied, data = snapshot
             self.shard.restore(data)
             self._snapshots = [self.applied]
+            self.from_snapshot = True
 
     async def recover(self, progress: ReplayProgress | None = None, page: int = 5_000) -> int:
         """Load the latest snapshot and replay the published part of the input; return entries replayed."""
@@ -194,16 +210,25 @@ class ShardEngine:
         A lost connection to Redis (a restart, a network fault) is waited out: reads are
         retried, and a batch whose publish failed is published again or found published.
         """
+        idle_since = time.monotonic()
         while not stop.is_set():
             try:
                 entries = await self.input.read_or_wait(self.applied, self.batch, self.block_ms)
                 if not entries:
+                    if time.monotonic() - idle_since > LOST_CHECK_S:  # does Redis still hold our writes?
+                        idle_since = time.monotonic()
+                        await self._check_not_lost()
                     continue
             except LogError as exc:
                 log.warning("%r cannot read its input (%s); retrying", self, exc)
                 await asyncio.sleep(RETRY_S)
                 continue
             await self.process(entries)
+
+    async def _check_not_lost(self) -> None:
+        done = await self.published_up_to()
+        if done < self.applied:
+            raise StateLost(f"{self!r}: {self._done_key} is {done}: Redis lost what this engine published")
 
     async def process(self, entries: list[tuple[int, bytes]]) -> None:
         """Step, publish and answer one batch read from the input."""
@@ -248,8 +273,11 @@ class ShardEngine:
             except ResponseError as exc:
                 if not str(exc).startswith("FENCED"):
                     raise
-                if retried and await self.published_up_to() == new:
+                done = await self.published_up_to()
+                if retried and done == new:
                     return  # our earlier attempt went through; only its answer was lost
+                if done < expected:  # done never goes back, unless Redis lost its data
+                    raise StateLost(f"{self!r}: {exc}: Redis lost what this engine published") from exc
                 raise Fenced(f"{self!r}: {exc}") from exc
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning(

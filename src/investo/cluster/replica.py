@@ -13,7 +13,10 @@ step)`` with the events the engine published for it (``step.output``), a read ba
 time, replays from the snapshot included. A replica that falls behind the input's trim
 (the engine trims behind its snapshots) reloads the latest snapshot and calls
 ``on_reload``: ``on_batch`` then misses the entries in between, and a reader must resync
-from the replica's state, as a WebSocket client does from a snapshot.
+from the replica's state, as a WebSocket client does from a snapshot. A replica that finds
+``done`` behind what it stepped (Redis lost the shard) keeps its state until the shard is
+rebuilt from SQL (:mod:`investo.cluster.rebuild`: a snapshot at a new input epoch), then
+reloads from that snapshot the same way.
 
 :meth:`ShardReplica.wait_applied` lets a reader wait until the replica has stepped a given
 offset (read-your-writes: the offset is read from Redis when the read starts).
@@ -30,7 +33,7 @@ import heapq
 import itertools
 from collections.abc import Callable
 
-from investo.cluster.engine import ShardEngine, decode_entry
+from investo.cluster.engine import ShardEngine, decode_entry, make_shard
 from investo.cluster.records import Envelope
 from investo.cluster.shards import Shard, Step
 from investo.cluster.topology import Role, Topology
@@ -38,6 +41,10 @@ from investo.log.base import LogError, LogTrimmedError
 
 Stepped = tuple[int, Envelope | None, Step]  # (input offset, the entry (None: undecodable), what it caused)
 BatchObserver = Callable[[list[Stepped]], None]
+
+
+class ShardRewound(RuntimeError):
+    """The shard's ``done`` is behind what the replica stepped: Redis lost the shard's state."""
 
 
 class ShardReplica:
@@ -63,6 +70,7 @@ class ShardReplica:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap by offset
         self._waiter_seq = itertools.count()
         self._poked = asyncio.Event()
+        self._rewound = False  # done went behind applied: wait for the rebuilt snapshot
 
     def __repr__(self) -> str:
         return f"<ShardReplica {self.role} {self.shard_no} at {self.applied}>"
@@ -88,6 +96,8 @@ class ShardReplica:
         """Step everything the engine has published so far; return how many entries."""
         engine = self._engine
         done = await engine.published_up_to()
+        if done < engine.applied:
+            raise ShardRewound(f"{engine!r}: done is {done}")
         stepped = 0
         while engine.applied < done:
             entries = await engine.input.read(engine.applied, min(engine.batch, done - engine.applied))
@@ -110,6 +120,9 @@ class ShardReplica:
         engine = self._engine
         while not stop.is_set():
             try:
+                if self._rewound:
+                    await self._reload_rebuilt()
+                    continue
                 if not await self.catch_up():
                     await engine.input.wait_for_entries(engine.applied, engine.block_ms)
                     await self._pause()  # entries not published yet: the engine is on them
@@ -117,8 +130,24 @@ class ShardReplica:
                 await self.start()
                 if self.on_reload is not None:
                     self.on_reload()
+            except ShardRewound:
+                self._rewound = True
             except LogError:
                 await asyncio.sleep(0.2)
+
+    async def _reload_rebuilt(self) -> None:
+        """After Redis lost the shard: once it is rebuilt (a snapshot within ``done``), start from it."""
+        engine = self._engine
+        snapshot = await engine.input.latest_snapshot()
+        if snapshot is None or snapshot[0] > await engine.published_up_to():
+            await asyncio.sleep(0.2)  # not rebuilt yet (investo cluster rebuild): keep the old state
+            return
+        engine.shard = make_shard(engine.topology, engine.role, engine.shard_no)
+        engine.applied = 0
+        await self.start()
+        self._rewound = False
+        if self.on_reload is not None:
+            self.on_reload()
 
     async def _pause(self) -> None:
         self._poked.clear()

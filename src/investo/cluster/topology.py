@@ -198,7 +198,8 @@ async def load(client: aioredis.Redis, namespace: str) -> Topology:
     data = await client.get(config_key(namespace))
     if data is None:
         raise ClusterNotInitialised(
-            f"no cluster configuration under {config_key(namespace)!r}: run `investo cluster init` first"
+            f"no cluster configuration under {config_key(namespace)!r}: run `investo cluster init` first "
+            "(or, if Redis lost an existing cluster, `investo cluster rebuild`)"
         )
     return Topology.decode(namespace, data)
 

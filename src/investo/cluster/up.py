@@ -5,7 +5,9 @@ The parent process:
 1. checks that Redis and the database answer (a clear error otherwise), applies the
    migrations, and writes the shard map with ``--matching-shards`` / ``--accounts-shards``
    if the namespace (``?prefix=`` of the Redis URL) has none (as ``investo cluster init``
-   would; an existing map is used as it is);
+   would; an existing map is used as it is). If Redis has no map but the database holds
+   the cluster's history (Redis restarted without its data), the cluster is first rebuilt
+   from SQL (:mod:`investo.cluster.rebuild`, said loudly);
 2. starts the roles as child processes of its own, each exactly the command an operator
    would run: one ``investo engine`` per shard and role, one ``investo dbwriter``, one
    ``investo gateway`` on ``--host``/``--port``, one ``investo marketdata`` (the public
@@ -15,7 +17,9 @@ The parent process:
    process's name in front (``matching-0 | …``);
 3. prints one start-up line when the gateway and the ``investo ws`` node are ready;
 4. supervises: a child that dies is reported loudly and started again (it recovers on its
-   own: engines from their snapshots, the DB writer from its watermarks); one that dies
+   own: engines from their snapshots, the DB writer from its watermarks; an engine that finds
+   Redis lost its data exits with code 4 and, started again with ``--database``, rebuilds
+   the cluster from SQL); one that dies
    five times within a minute, or an engine fenced by another engine of its shard (exit
    code 3), stops the whole run with exit code 1;
 5. on Ctrl-C or SIGTERM stops the children in order (bots, then the market streams, the
@@ -99,7 +103,8 @@ def children(options: ClusterUpOptions, topology: topo.Topology) -> list[list[Ch
     redis = ["--redis", options.redis_url]
     engines = [
         Child(f"{role}-{shard}", ["engine", *redis, "--role", role, "--shard", str(shard),
-                                  "--snapshot-every", str(options.snapshot_every)])
+                                  "--snapshot-every", str(options.snapshot_every),
+                                  "--database", options.database_url])
         for role, shard in topology.every_output()
     ]  # fmt: skip
     writer = Child("dbwriter", ["dbwriter", *redis, "--database", options.database_url])
@@ -310,6 +315,8 @@ async def prepare(options: ClusterUpOptions) -> topo.Topology:
             return await topo.load(client, namespace)
         except topo.ClusterNotInitialised:
             pass
+        if await _rebuilt_from_sql(server_url, namespace, options.database_url):
+            return await topo.load(client, namespace)
         text, source = read_text(options.markets_file)
         specs = parse_config(text, source).markets
         try:
@@ -325,6 +332,20 @@ async def prepare(options: ClusterUpOptions) -> topo.Topology:
         return stored
     finally:
         await client.aclose()
+
+
+async def _rebuilt_from_sql(server_url: str, namespace: str, database_url: str) -> bool:
+    """Redis has no cluster here: if SQL holds one (Redis lost it), rebuild it (investo.cluster.rebuild)."""
+    from investo.cluster.rebuild import RebuildRefused, RedisLost, ensure_rebuilt
+    from investo.store.db import make_engine
+
+    db = make_engine(database_url)
+    try:
+        return await ensure_rebuilt(server_url, namespace, db, say=_say)
+    except (RebuildRefused, RedisLost, ValueError) as exc:
+        raise UpError(f"Redis lost cluster {namespace!r} and it cannot be rebuilt from SQL: {exc}") from exc
+    finally:
+        await db.dispose()
 
 
 def start_line(options: ClusterUpOptions, topology: topo.Topology, groups: list[list[Child]]) -> str:

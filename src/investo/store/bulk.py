@@ -40,7 +40,16 @@ from sqlalchemy import Dialect, Table, bindparam, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert, Update
 
-from investo.store.models import Amount, Candle, LedgerEntry, Order, OrderUpdate, Trade, WriterProgress
+from investo.store.models import (
+    Amount,
+    Candle,
+    EngineSeq,
+    LedgerEntry,
+    Order,
+    OrderUpdate,
+    Trade,
+    WriterProgress,
+)
 
 __all__ = [
     "CANDLE_COLUMNS",
@@ -68,6 +77,7 @@ TRADES: Final = cast(Table, Trade.__table__)
 LEDGER: Final = cast(Table, LedgerEntry.__table__)
 CANDLES: Final = cast(Table, Candle.__table__)
 PROGRESS: Final = cast(Table, WriterProgress.__table__)
+SEQS: Final = cast(Table, EngineSeq.__table__)
 
 # The tuple layouts the history writer builds (tests check they name every column).
 ORDER_COLUMNS: Final = (
@@ -89,6 +99,7 @@ CANDLE_COLUMNS: Final = (
     "symbol", "interval", "open_time_ms", "open", "high", "low", "close", "volume", "quote_volume",
     "trades", "close_time_ms",
 )  # fmt: skip
+SEQ_COLUMNS: Final = ("name", "key", "value")
 ORDER_CHANGE_FIELDS: Final = ("b_order_id", "b_status", "b_executed", "b_cum_quote", "b_update_time")
 
 
@@ -106,13 +117,17 @@ class Tables:
     trades: list[Row] = field(default_factory=list)
     ledger: list[Row] = field(default_factory=list)
     candles: list[Row] = field(default_factory=list)  # merged into stored candles (upsert)
+    seqs: list[Row] = field(default_factory=list)  # engine seqs, raised to the new value (SEQ_COLUMNS)
 
     def count(self) -> int:
         return sum(map(len, self.in_order()))
 
     def in_order(self) -> tuple[list[Row], ...]:
         """The row lists in the order they are written (the order of :data:`_STATEMENTS`)."""
-        return (self.orders, self.order_changes, self.order_updates, self.trades, self.ledger, self.candles)
+        return (
+            self.orders, self.order_changes, self.order_updates, self.trades, self.ledger, self.candles,
+            self.seqs,
+        )  # fmt: skip
 
 
 def _order_change() -> Update:
@@ -150,6 +165,19 @@ def _candle_upsert(dialect: str) -> Insert:
             "quote_volume": t.quote_volume + new.quote_volume,
             "trades": t.trades + new.trades,
         },
+    )
+
+
+def _seq_upsert(dialect: str) -> Insert:
+    """Raise an engine seq to the new value (never lower it: a replayed batch changes nothing)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    stmt: sqlite.Insert | postgresql.Insert
+    stmt = sqlite.insert(SEQS) if dialect == "sqlite" else postgresql.insert(SEQS)
+    t = SEQS.c
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[t.name, t.key], set_={"value": case((new.value > t.value, new.value), else_=t.value)}
     )
 
 
@@ -197,6 +225,7 @@ def _statements(dialect: Dialect) -> tuple[_Statement, ...]:
         _compile(insert(TRADES), TRADE_COLUMNS, dialect, plain=True),
         _compile(insert(LEDGER), LEDGER_COLUMNS, dialect, plain=True),
         _compile(_candle_upsert(dialect.name), CANDLE_COLUMNS, dialect, plain=False),
+        _compile(_seq_upsert(dialect.name), SEQ_COLUMNS, dialect, plain=False),
     )
 
 

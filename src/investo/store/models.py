@@ -58,7 +58,9 @@ __all__ = [
     "ApiKey",
     "Base",
     "Candle",
+    "ClusterConfig",
     "DemoClaim",
+    "EngineSeq",
     "LedgerEntry",
     "Order",
     "OrderUpdate",
@@ -285,6 +287,30 @@ class WriterProgress(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     log_offset: Mapped[int] = mapped_column(BigInteger)
+
+
+class EngineSeq(Base):
+    """The highest event seq (``key``: ``accounts`` or ``market:<symbol>``) a writer's committed rows carry.
+
+    Written in the same transaction as the rows and ``writer_progress``, so it
+    describes exactly the committed history: what an engine rebuilt from SQL numbers on from.
+    """
+
+    __tablename__ = "engine_seqs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class ClusterConfig(Base):
+    """A distributed cluster's configuration document (markets, shard map) per Redis namespace."""
+
+    __tablename__ = "cluster_configs"
+
+    namespace: Mapped[str] = mapped_column(String(200), primary_key=True)
+    config: Mapped[str] = mapped_column(Text)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 INTERVALS: Final = {

@@ -34,6 +34,8 @@ Rows per event (times are the command's ``ts``)
   an ``order_updates`` row; ``OrderRested`` only the ``order_updates`` row.
 * ``OrderRejected`` with an order id: status ``REJECTED`` (with id 0, nothing).
 * ``Deposited`` / ``Withdrawn``: a ledger row. Other rejections: nothing.
+* Every entry: ``engine_seqs`` keeps, per writer and counter (:func:`seq_key`), the
+  highest event ``seq`` committed, so an engine rebuilt from SQL numbers on after it.
 
 Costs
 -----
@@ -76,6 +78,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from investo.core.markets import Market
 from investo.core.messages import (
     Deposited,
+    DepositRejected,
     Event,
     ExpireReason,
     OrderAccepted,
@@ -89,6 +92,7 @@ from investo.core.messages import (
     Side,
     TradeExecuted,
     Withdrawn,
+    WithdrawRejected,
 )
 from investo.markets import MarketSpec
 from investo.store.bulk import PROGRESS, Tables, WriterConflict, make_store
@@ -169,6 +173,7 @@ class _Rows:
         self.ledger: list[tuple[Any, ...]] = []
         self.minutes: dict[tuple[str, int], list[int]] = {}  # (symbol, minute) -> o h l c v qv n
         self.missing: set[int] = set()  # orders events name that history does not hold
+        self.seqs: dict[str, int] = {}  # seq_key -> the highest event seq seen
 
     # ------------------------------------------------------------------ events
 
@@ -206,6 +211,13 @@ class _Rows:
             elif kind is Withdrawn:
                 event = cast(Withdrawn, event)
                 self._leg(offset, ledger_idx, event.user, event.asset, -event.amount, "withdraw", event.ts)
+        for event in reversed(applied.events):  # one entry's events share one counter: the last numbers it
+            seq: int = getattr(event, "seq", 0)
+            if seq:
+                key = seq_key(event)
+                if seq > self.seqs.get(key, 0):
+                    self.seqs[key] = seq
+                break
 
     def _accepted(self, offset: int, idx: int, ev: OrderAccepted) -> None:
         self.new_orders[ev.order_id] = ev
@@ -353,6 +365,21 @@ class _Rows:
             (symbol, name, open_time, *c, open_time + INTERVALS[name] - 1)
             for (symbol, name, open_time), c in merged.items()
         ]
+
+
+_ACCOUNTS_SEQ: Final = frozenset({Deposited, Withdrawn, DepositRejected, WithdrawRejected})
+
+
+def seq_key(event: Event) -> str:
+    """The counter an event's ``seq`` belongs to: ``accounts`` or ``market:<symbol>``.
+
+    Accounts events (and an ``OrderRejected`` the accounts engine gave, with order id 0)
+    are numbered by their accounts shard; every other event with a ``seq`` by its market.
+    """
+    kind = type(event)
+    if kind in _ACCOUNTS_SEQ or (kind is OrderRejected and not cast(OrderRejected, event).order_id):
+        return "accounts"
+    return f"market:{getattr(event, 'market', '')}"
 
 
 def _referenced_orders(items: Sequence[AppliedEvents]) -> set[int]:
@@ -568,6 +595,7 @@ class HistoryWriter:
                 self.name, fresh[0].offset, last, len(rows.missing), sorted(rows.missing)[:5],
             )  # fmt: skip
         tables = rows.tables()
+        tables.seqs = [(self.name, key, value) for key, value in rows.seqs.items()]
         await self._store.write(self.name, self._durable, last, tables)
         count = tables.count()
         self._remember_open(rows.orders.values())
