@@ -11,11 +11,14 @@ any number of ``investo ws`` nodes.
 
 One active publisher per cluster
 --------------------------------
-A lease (``<ns>:md:lease``, ``SET NX PX lease_ms``, renewed every third of it) makes one
-publisher active; others wait as standbys and take over when it expires. Each lease
-taken gets a new epoch (``INCR <ns>:md:epoch``); nodes ignore an older epoch, so a
-publisher that was paused past its lease is fenced. A publisher that cannot renew its
-lease stops publishing and becomes a standby.
+A lease (``<ns>:md:lease``, ``SET NX PX lease_ms``, renewed every third of it from the
+moment it is taken) makes one publisher active; others wait as standbys and take over when
+it expires. Each lease taken gets a new epoch, the Redis server's clock in microseconds
+(one clock for every publisher, and it keeps growing when Redis loses its data, where a
+counter would start again); nodes ignore an older epoch, so a publisher that was paused
+past its lease is fenced. While the cluster's configuration is missing (Redis lost it and
+it is being rebuilt from Postgres) the publisher waits and tries again every second. A
+publisher that cannot renew its lease stops publishing and becomes a standby.
 
 Snapshots and heartbeats
 ------------------------
@@ -60,7 +63,6 @@ from investo.cluster.wsfeed import (
     Heartbeat,
     Message,
     Snapshot,
-    epoch_key,
     heartbeat_channel,
     lease_key,
     market_channel,
@@ -69,6 +71,7 @@ from investo.cluster.wsfeed import (
 from investo.core.exchange import Exchange
 from investo.core.matching import MatchingEngine
 from investo.host import Applied
+from investo.log.base import LogError
 from investo.marketdata.builders import DepthDiff
 from investo.marketdata.hub import Hub
 from investo.marketdata.service import MarketData, _Market, depth_diff_json
@@ -201,6 +204,9 @@ class MarketDataPublisher:
                     await self._lead(stop, db)
                 except (LeaseLost, RedisError) as exc:
                     log.warning("market data publisher %s: no longer active (%s)", self.publisher_id, exc)
+                except (topo.ClusterNotInitialised, LogError) as exc:  # Redis lost the cluster: rebuilt soon
+                    log.warning("market data publisher: waiting for the cluster (%s)", exc)
+                    await asyncio.sleep(1.0)
                 finally:
                     self.active = False
                     await self._release()
@@ -224,7 +230,8 @@ class MarketDataPublisher:
         while not stop.is_set():
             try:
                 if await self.redis.set(key, self.publisher_id, nx=True, px=self.config.lease_ms):
-                    self.epoch = int(await self.redis.incr(epoch_key(self.namespace)))
+                    seconds, micros = await self.redis.time()
+                    self.epoch = seconds * 1_000_000 + micros  # Redis's clock: grows even if its data is lost
                     log.warning("market data publisher %s: active, epoch %d", self.publisher_id, self.epoch)
                     return True
                 if not waited:

@@ -77,10 +77,6 @@ def lease_key(namespace: str) -> str:
     return f"{namespace}:md:lease"
 
 
-def epoch_key(namespace: str) -> str:
-    return f"{namespace}:md:epoch"
-
-
 class DepthPart(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A depth diff's ids and absolute (price ticks, lots) levels, best first; lots 0: gone."""
 
