@@ -168,22 +168,38 @@ async def make_traders(url: str, count: int) -> list[Trader]:
 
 @dataclass
 class OrderLoad:
-    """Everything needed to place signed orders fast: connections, funded traders, a price."""
+    """Everything needed to place signed orders fast: connections, funded traders, prices.
 
-    http: HttpLoadClient
+    Order ``i`` goes to ``clients[i % len(clients)]`` (one client per server: several
+    gateways take the orders in turn) and trades ``symbols[(i // len(clients)) % len(symbols)]``
+    at that market's price (every gateway sees every market); each trader alternates buy
+    and sell from one round of traders to the next, so about half the orders trade.
+    """
+
+    clients: list[HttpLoadClient]
     traders: list[Trader]
-    symbol: str
-    price: str
+    symbols: list[str]
+    prices: list[str]
     sides: tuple[str, str] = ("BUY", "SELL")
     sent: int = field(default=0)
+
+    @property
+    def http(self) -> HttpLoadClient:
+        """The first server's connections."""
+        return self.clients[0]
+
+    def client(self, i: int) -> HttpLoadClient:
+        """The connections order ``i`` is sent on."""
+        return self.clients[i % len(self.clients)]
 
     def order_request(self, i: int) -> bytes:
         """The ``i``-th order as a complete HTTP request, signed now (as ccxt signs)."""
         trader = self.traders[i % len(self.traders)]
+        market = (i // len(self.clients)) % len(self.symbols)
         params: dict[str, str | int] = {
-            "symbol": self.symbol, "side": self.sides[(i // len(self.traders)) % 2], "type": "LIMIT",
-            "timeInForce": "GTC", "quantity": "1", "price": self.price, "newOrderRespType": "ACK",
-            "timestamp": time.time_ns() // 1_000_000, "recvWindow": 60_000,
+            "symbol": self.symbols[market], "side": self.sides[(i // len(self.traders)) % 2],
+            "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": self.prices[market],
+            "newOrderRespType": "ACK", "timestamp": time.time_ns() // 1_000_000, "recvWindow": 60_000,
         }  # fmt: skip
         encoded = encode_params(params)
         signature = base64.b64encode(trader.signer.sign(encoded.encode()).signature).decode()
@@ -195,20 +211,29 @@ class OrderLoad:
 
 
 @asynccontextmanager
-async def order_load(url: str, users: int, connections: int = 64) -> AsyncIterator[OrderLoad]:
-    """Funded traders and open connections to ``url``, trading its first market near the last price."""
-    traders = await make_traders(url, users)
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        info = (await http.get("/api/v3/exchangeInfo")).json()["symbols"][0]
-        last = (await http.get("/api/v3/ticker/price", params={"symbol": info["symbol"]})).json()["price"]
-    price = _on_tick(last if Decimal(last) else "100", info["filters"][0]["tickSize"])
-    where = urlsplit(url)
-    client = HttpLoadClient(where.hostname or "127.0.0.1", where.port or 80, connections)
-    await client.open()
+async def order_load(
+    url: str | Sequence[str], users: int, connections: int = 64, markets: int = 1
+) -> AsyncIterator[OrderLoad]:
+    """Funded traders and open connections to ``url`` (or to each of several), trading the first
+    ``markets`` markets near their last prices; traders register and are funded on the first URL."""
+    urls = [url] if isinstance(url, str) else list(url)
+    traders = await make_traders(urls[0], users)
+    symbols, prices = [], []
+    async with httpx.AsyncClient(base_url=urls[0], timeout=30) as http:
+        for info in (await http.get("/api/v3/exchangeInfo")).json()["symbols"][:markets]:
+            last = (await http.get("/api/v3/ticker/price", params={"symbol": info["symbol"]})).json()["price"]
+            symbols.append(info["symbol"])
+            prices.append(_on_tick(last if Decimal(last) else "100", info["filters"][0]["tickSize"]))
+    clients = []
     try:
-        yield OrderLoad(client, traders, info["symbol"], price)
+        for each in urls:
+            where = urlsplit(each)
+            clients.append(HttpLoadClient(where.hostname or "127.0.0.1", where.port or 80, connections))
+            await clients[-1].open()
+        yield OrderLoad(clients, traders, symbols, prices)
     finally:
-        client.close()
+        for client in clients:
+            client.close()
 
 
 async def run_rate(
@@ -226,7 +251,7 @@ async def run_rate(
     async def send(i: int, scheduled: float) -> None:
         nonlocal in_flight
         try:
-            status, _ = await load.http.send(load.order_request(i))
+            status, _ = await load.client(i).send(load.order_request(i))
             ok = status == 200
         except HttpLoadError:
             ok = False
