@@ -492,12 +492,17 @@ async def _fund(driver: Driver) -> None:
         await asyncio.sleep(0.05)
 
 
-async def until_committed(watch: Watch) -> None:
-    """Wait until every output entry in Redis is committed to Postgres."""
+async def until_committed(watch: Watch, timeout_s: float = 120.0) -> None:
+    """Wait until every output entry in Redis is committed to Postgres (RuntimeError after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
     while True:
         outputs, committed = await watch.written()
         if committed >= outputs:
             return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the DB writer committed {committed} of {outputs} entries in {timeout_s:.0f} s"
+            )
         await asyncio.sleep(0.05)
 
 
