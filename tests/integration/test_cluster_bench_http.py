@@ -52,7 +52,13 @@ def test_http_mode_answers_every_order_through_two_gateways_and_cleans_up() -> N
     assert [run.shards for run in runs] == [2]
     [rate] = runs[0].rates
     result = rate.result
-    assert (result.offered, result.sent, result.ok, result.errors) == (100, 100, 100, 0)
+    assert (result.offered, result.sent, result.ok, result.errors, result.first_error) == (
+        100,
+        100,
+        100,
+        0,
+        "",
+    )
     assert len(result.latencies_ms) == 100
     assert all(0 < ms < 10_000 for ms in result.latencies_ms)
     assert 0 < result.achieved <= 110

@@ -79,7 +79,8 @@ class HttpRate:
         return [
             f"{head} achieved={r.achieved:.0f}/s sent={r.sent} ok={r.ok} errors={r.errors} "
             f"p50_ms={r.percentile(50):.2f} p99_ms={r.percentile(99):.2f} "
-            f"p999_ms={r.percentile(99.9):.2f} max_ms={max(r.latencies_ms, default=float('nan')):.2f}",
+            f"p999_ms={r.percentile(99.9):.2f} max_ms={max(r.latencies_ms, default=float('nan')):.2f}"
+            + (f" first_error={r.first_error!r}" if r.first_error else ""),
             f"{head} db_writer_behind_entries_max={self.writer_behind_max} "
             f"at_end={self.writer_behind_end} catchup_s={self.writer_catchup_s:.2f}",
             f"{head} cpu_ms_per_order: {cpu}",
