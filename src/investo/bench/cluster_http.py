@@ -22,7 +22,9 @@ difference is the DB writer's lag (the largest seen is printed, and the one at t
 of the rate). It then waits until Postgres holds everything and prints that catch-up
 time. CPU milliseconds per order are read from ``/proc`` for every process (each
 gateway, engine, the DB writer, the bench, the database's Postgres backends; Redis and
-Postgres's own helpers marked ``shared``) over each rate including the catch-up.
+Postgres's own helpers marked ``shared``) over each rate including the catch-up, per
+order that went out: past 2,000 orders in flight a rate is overloaded, and the orders it
+does not send count as errors (``sent`` is what was offered).
 
 Costs: the load generator (the bench process) shares the machine with the cluster; its
 CPU per order is printed with the rest.
@@ -70,7 +72,7 @@ class HttpRate:
     writer_behind_max: int  # output entries in Redis not yet in Postgres, the most seen
     writer_behind_end: int  # the same when the rate's last order was answered
     writer_catchup_s: float  # from the last answer until Postgres held everything
-    cpu_ms_per_order: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_order: dict[str, float] = field(default_factory=dict)  # per order that went out
 
     def lines(self) -> list[str]:
         r = self.result
@@ -164,7 +166,8 @@ async def _one_rate(
     catchup = time.perf_counter() - answered
     meter.add("postgres", await watch.backends())  # the gateways' pools may have grown
     meter.stop()
-    cpu = {label: ms / 1000 for label, ms in meter.per_thousand(result.sent).items()}
+    reached = len(result.latencies_ms)  # orders that went out (an overloaded run sends fewer)
+    cpu = {label: ms / 1000 for label, ms in meter.per_thousand(reached).items()}
     behind_end = outputs - committed
     return HttpRate(shards, result, max(behind_max, behind_end), behind_end, catchup, cpu)
 
