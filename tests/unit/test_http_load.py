@@ -70,7 +70,7 @@ async def test_a_response_without_content_length_is_an_error() -> None:
         await client.open()
         with pytest.raises(HttpLoadError, match="Content-Length"):
             await client.post_form("/x", "a=1")
-        with pytest.raises(HttpLoadError, match="every connection is closed"):
+        with pytest.raises(HttpLoadError, match="Content-Length"):  # on a new connection
             await client.post_form("/x", "a=1")
 
 
@@ -81,3 +81,29 @@ async def test_a_closed_connection_fails_its_request() -> None:
         await client.open()
         with pytest.raises(HttpLoadError, match="closed"):
             await client.post_form("/x", "a=1")
+
+
+async def test_connections_the_server_closed_are_dialled_again_and_no_request_is_left_waiting() -> None:
+    answered = 0
+
+    def reply(request: bytes) -> list[bytes]:
+        nonlocal answered
+        answered += 1
+        if answered % 3 == 0:
+            return []  # hang up instead of answering, as a server closing a connection does
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+
+    server, port = await _serve(reply)
+    async with server:
+        client = HttpLoadClient("127.0.0.1", port, connections=2)
+        await client.open()
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(client.post_form("/x", "a=1") for _ in range(30)), return_exceptions=True),
+                10,
+            )
+            assert await client.post_form("/x", "a=1") == (200, b"ok")
+        finally:
+            client.close()
+    failed = [r for r in results if isinstance(r, HttpLoadError)]
+    assert len(failed) == 10 and results.count((200, b"ok")) == 20

@@ -59,6 +59,7 @@ class RateResult:
     latencies_ms: list[float]
     server_cpu_s: float | None = None  # CPU the server process used during the rate (if known)
     loadgen_cpu_s: float = 0.0  # CPU this process (the load generator) used during the rate
+    first_error: str = ""  # what the first failed order got (status and body, or why it failed)
 
     @property
     def achieved(self) -> float:
@@ -79,6 +80,7 @@ class RateResult:
             f"p999_ms={self.percentile(99.9):.2f} max_ms={max(self.latencies_ms, default=float('nan')):.2f} "
             f"server_cpu_ms_per_order={self.cpu_ms_per_order(self.server_cpu_s)} "
             f"loadgen_cpu_ms_per_order={self.cpu_ms_per_order(self.loadgen_cpu_s)}"
+            + (f" first_error={self.first_error!r}" if self.first_error else "")
         )
 
 
@@ -168,21 +170,43 @@ async def make_traders(url: str, count: int) -> list[Trader]:
 
 @dataclass
 class OrderLoad:
-    """Everything needed to place signed orders fast: connections, funded traders, a price."""
+    """Everything needed to place signed orders fast: connections, funded traders, prices.
 
-    http: HttpLoadClient
+    Order ``i`` goes to ``clients[i % len(clients)]`` (one client per server: several
+    gateways take the orders in turn) and trades ``symbols[(i // len(clients)) % len(symbols)]``
+    at that market's price (every gateway sees every market); each trader alternates buy
+    and sell from one round of traders to the next, so about half the orders trade.
+    """
+
+    clients: list[HttpLoadClient]
     traders: list[Trader]
-    symbol: str
-    price: str
+    symbols: list[str]
+    prices: list[str]
     sides: tuple[str, str] = ("BUY", "SELL")
     sent: int = field(default=0)
 
+    @property
+    def http(self) -> HttpLoadClient:
+        """The first server's connections."""
+        return self.clients[0]
+
+    def client(self, i: int) -> HttpLoadClient:
+        """The connections order ``i`` is sent on."""
+        return self.clients[i % len(self.clients)]
+
     def order_request(self, i: int) -> bytes:
-        """The ``i``-th order as a complete HTTP request, signed now (as ccxt signs)."""
+        """The ``i``-th order as a complete HTTP request, signed now (as ccxt signs).
+
+        Its client order id ``bench<i>`` makes every request unique, as ccxt's do: two
+        orders of one trader signed in the same millisecond would otherwise be one
+        request twice, and the second refused as a replay.
+        """
         trader = self.traders[i % len(self.traders)]
+        market = (i // len(self.clients)) % len(self.symbols)
         params: dict[str, str | int] = {
-            "symbol": self.symbol, "side": self.sides[(i // len(self.traders)) % 2], "type": "LIMIT",
-            "timeInForce": "GTC", "quantity": "1", "price": self.price, "newOrderRespType": "ACK",
+            "symbol": self.symbols[market], "side": self.sides[(i // len(self.traders)) % 2],
+            "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": self.prices[market],
+            "newClientOrderId": f"bench{i}", "newOrderRespType": "ACK",
             "timestamp": time.time_ns() // 1_000_000, "recvWindow": 60_000,
         }  # fmt: skip
         encoded = encode_params(params)
@@ -195,20 +219,29 @@ class OrderLoad:
 
 
 @asynccontextmanager
-async def order_load(url: str, users: int, connections: int = 64) -> AsyncIterator[OrderLoad]:
-    """Funded traders and open connections to ``url``, trading its first market near the last price."""
-    traders = await make_traders(url, users)
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        info = (await http.get("/api/v3/exchangeInfo")).json()["symbols"][0]
-        last = (await http.get("/api/v3/ticker/price", params={"symbol": info["symbol"]})).json()["price"]
-    price = _on_tick(last if Decimal(last) else "100", info["filters"][0]["tickSize"])
-    where = urlsplit(url)
-    client = HttpLoadClient(where.hostname or "127.0.0.1", where.port or 80, connections)
-    await client.open()
+async def order_load(
+    url: str | Sequence[str], users: int, connections: int = 64, markets: int = 1
+) -> AsyncIterator[OrderLoad]:
+    """Funded traders and open connections to ``url`` (or to each of several), trading the first
+    ``markets`` markets near their last prices; traders register and are funded on the first URL."""
+    urls = [url] if isinstance(url, str) else list(url)
+    traders = await make_traders(urls[0], users)
+    symbols, prices = [], []
+    async with httpx.AsyncClient(base_url=urls[0], timeout=30) as http:
+        for info in (await http.get("/api/v3/exchangeInfo")).json()["symbols"][:markets]:
+            last = (await http.get("/api/v3/ticker/price", params={"symbol": info["symbol"]})).json()["price"]
+            symbols.append(info["symbol"])
+            prices.append(_on_tick(last if Decimal(last) else "100", info["filters"][0]["tickSize"]))
+    clients = []
     try:
-        yield OrderLoad(client, traders, info["symbol"], price)
+        for each in urls:
+            where = urlsplit(each)
+            clients.append(HttpLoadClient(where.hostname or "127.0.0.1", where.port or 80, connections))
+            await clients[-1].open()
+        yield OrderLoad(clients, traders, symbols, prices)
     finally:
-        client.close()
+        for client in clients:
+            client.close()
 
 
 async def run_rate(
@@ -218,6 +251,7 @@ async def run_rate(
     total = int(rate * seconds)
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0}
+    first_error: list[str] = []
     in_flight = 0
     server_cpu = server.cpu_seconds() if server else 0.0
     own_cpu = _own_cpu_seconds()
@@ -226,10 +260,14 @@ async def run_rate(
     async def send(i: int, scheduled: float) -> None:
         nonlocal in_flight
         try:
-            status, _ = await load.http.send(load.order_request(i))
+            status, body = await load.client(i).send(load.order_request(i))
             ok = status == 200
-        except HttpLoadError:
+            if not ok and not first_error:
+                first_error.append(f"HTTP {status}: {body[:200].decode(errors='replace')}")
+        except HttpLoadError as error:
             ok = False
+            if not first_error:
+                first_error.append(str(error))
         latencies.append((time.perf_counter() - scheduled) * 1000)
         counts["ok" if ok else "errors"] += 1
         in_flight -= 1
@@ -242,6 +280,8 @@ async def run_rate(
             await asyncio.sleep(delay)
         if in_flight >= MAX_IN_FLIGHT:
             counts["errors"] += 1
+            if not first_error:
+                first_error.append(f"overloaded: {MAX_IN_FLIGHT} orders in flight, later ones not sent")
             continue
         in_flight += 1
         tasks.append(asyncio.create_task(send(load.sent + i, scheduled)))
@@ -250,6 +290,7 @@ async def run_rate(
     load.sent += total
     result = RateResult(rate, total, counts["ok"], counts["errors"], elapsed, latencies)
     result.loadgen_cpu_s = _own_cpu_seconds() - own_cpu
+    result.first_error = first_error[0] if first_error else ""
     if server:
         result.server_cpu_s = server.cpu_seconds() - server_cpu
     return result

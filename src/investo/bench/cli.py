@@ -6,11 +6,19 @@ import resource
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from investo.bench import engine_bench
 from investo.bench.flow import FlowError, FlowLine, read_flow
@@ -139,14 +147,48 @@ def ws(
         typer.echo(line)
 
 
-@app.command()
+class ClusterMode(StrEnum):
+    pipeline = "pipeline"
+    http = "http"
+    both = "both"
+
+
+CLUSTER_HELP = (
+    "A fresh cluster per shard count (new Redis namespace, new Postgres database, engine and DB "
+    "writer processes), open loop at fixed offered rates.\n\n"
+    "--mode pipeline (needs --flow): the flow's commands appended straight to the shard input "
+    "streams until their events are committed in Postgres. Prints commands/s, answer latency "
+    "p50/p99, the DB writer's lag and CPU ms per 1,000 commands per process.\n\n"
+    "--mode http: two `investo gateway` processes too; funded users send signed "
+    "POST /api/v3/order requests alternately to both, latency from each order's scheduled time. "
+    "Prints per rate: achieved orders/s, p50/p99/p99.9/max, errors, how many entries Postgres "
+    "was behind (most, at the end) and its catch-up time, CPU ms per order per process.\n\n"
+    "--mode both: pipeline at --rates, then http at --http-rates."
+)
+
+
+@app.command(help=CLUSTER_HELP)
 def cluster(
-    flow: Annotated[Path, typer.Option(help=FLOW_HELP)],
+    flow: Annotated[Path | None, typer.Option(help=FLOW_HELP + " Needed by --mode pipeline.")] = None,
+    mode: Annotated[
+        ClusterMode, typer.Option(help="pipeline, http or both (see above).")
+    ] = ClusterMode.pipeline,
     shards: Annotated[
         str, typer.Option(help="Matching (and accounts) shard counts, comma-separated.")
     ] = "1,2",
-    rates: Annotated[str, typer.Option(help="Offered commands/s, comma-separated.")] = "5000,10000,20000",
+    rates: Annotated[
+        str | None,
+        typer.Option(
+            help="Offered rates per second, comma-separated "
+            "(default: pipeline 5000,10000,20000; http 500,1000,2000)."
+        ),
+    ] = None,
+    http_rates: Annotated[
+        str, typer.Option(help="Offered orders/s of --mode both's http part.")
+    ] = "500,1000,2000",
     seconds: Annotated[float, typer.Option(help="Duration of each rate.")] = 5.0,
+    users: Annotated[int, typer.Option(min=1, help="http: funded users the orders come from.")] = 20,
+    connections: Annotated[int, typer.Option(min=1, help="http: connections to each gateway.")] = 64,
     redis: Annotated[
         str, typer.Option(help="Redis server (a fresh namespace is used).")
     ] = "redis://127.0.0.1:6379/0",
@@ -154,16 +196,56 @@ def cluster(
         str, typer.Option(help="A Postgres database to CREATE DATABASE from (a fresh one is used).")
     ] = "postgresql://postgres@127.0.0.1:5432/test",
 ) -> None:
-    """The distributed pipeline alone: commands into the shard streams until committed in Postgres."""
-    from investo.bench import cluster_bench
+    counts = _numbers(shards, "--shards")
+    if mode is not ClusterMode.http:
+        from investo.bench import cluster_bench
 
-    lines = _load(flow)
+        if flow is None:
+            raise typer.BadParameter("--mode pipeline needs a flow file", param_hint="--flow")
+        lines = _load(flow)
+        try:
+            for result in cluster_bench.run(
+                redis, postgres, counts, lines, _numbers(rates or "5000,10000,20000", "--rates"), seconds
+            ):
+                for line in result.lines():
+                    typer.echo(line)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    if mode is not ClusterMode.pipeline:
+        from investo.bench import cluster_http
+
+        offered = _numbers(http_rates if mode is ClusterMode.both else rates or http_rates, "--rates")
+        with _steps(len(counts) * (3 + len(offered))) as step:
+            for run in cluster_http.run(redis, postgres, counts, offered, seconds, users, connections, step):
+                for line in run.lines():
+                    typer.echo(line)
+
+
+def _numbers(text: str, option: str) -> list[int]:
     try:
-        for result in cluster_bench.run(
-            redis, postgres, [int(s) for s in shards.split(",")], lines,
-            [int(r) for r in rates.split(",")], seconds,
-        ):  # fmt: skip
-            for line in result.lines():
-                typer.echo(line)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+        numbers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"not a comma-separated list of whole numbers: {text!r}", param_hint=option
+        ) from None
+    if not numbers or min(numbers) <= 0:
+        raise typer.BadParameter("give at least one number, each above 0", param_hint=option)
+    return numbers
+
+
+@contextmanager
+def _steps(total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar of named steps on a terminal (each call starts the next step); silent when piped."""
+    if not sys.stderr.isatty():
+        yield lambda _: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("starting", total=total)
+        started = [False]
+
+        def step(description: str) -> None:
+            bar.update(task, description=description, advance=1 if started[0] else 0)
+            started[0] = True
+
+        yield step

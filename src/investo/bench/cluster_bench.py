@@ -24,7 +24,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,10 +146,11 @@ def deposits() -> list[Command]:
 
 
 @contextlib.contextmanager
-def _processes(
-    redis_url: str, database_url: str, shards: int, log_dir: Path
+def cluster_processes(
+    redis_url: str, database_url: str, shards: int, log_dir: Path, gateway_ports: Sequence[int] = ()
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """Start one engine per shard and a DB writer; yield them by label; terminate them at exit."""
+    """Start one engine per shard, a DB writer and a gateway on each of ``gateway_ports``
+    (no rate limits); yield them by label; terminate them at exit. Output goes to ``log_dir``."""
     base = [sys.executable, "-m", "investo.cli"]
     commands = {
         f"{role}-{shard}": [*base, "engine", "--role", role, "--shard", str(shard), "--redis", redis_url]
@@ -157,6 +158,11 @@ def _processes(
         for shard in range(shards)
     }
     commands["dbwriter"] = [*base, "dbwriter", "--redis", redis_url, "--database", database_url]
+    for number, port in enumerate(gateway_ports):
+        commands[f"gateway-{number}"] = [
+            *base, "gateway", "--redis", redis_url, "--database", database_url,
+            "--port", str(port), "--rate-limit", "0", "--order-limit", "0",
+        ]  # fmt: skip
     started: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for label, command in commands.items():
@@ -322,7 +328,7 @@ async def _open_loop(
     )
 
 
-class _Watch:
+class Watch:
     """Reads the bench's progress on one Redis and one Postgres connection (opened once)."""
 
     def __init__(self, client: aioredis.Redis, topology: topo.Topology, database: Any) -> None:
@@ -331,7 +337,7 @@ class _Watch:
         self.database = database  # an asyncpg connection to the bench's database
 
     @classmethod
-    async def open(cls, client: aioredis.Redis, topology: topo.Topology, database_url: str) -> _Watch:
+    async def open(cls, client: aioredis.Redis, topology: topo.Topology, database_url: str) -> Watch:
         import asyncpg
 
         return cls(client, topology, await asyncpg.connect(_asyncpg_dsn(database_url)))
@@ -381,6 +387,42 @@ def _asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+@dataclass
+class FreshCluster:
+    """A bench's own cluster: a new Redis namespace and a new Postgres database (:func:`fresh_cluster`)."""
+
+    server_url: str  # the Redis server
+    cluster_url: str  # the Redis server with ?prefix=<namespace>: what every process takes
+    database_url: str
+    topology: topo.Topology
+    admin: aioredis.Redis  # one connection to the Redis server, for the bench's own reads
+    log_dir: Path  # each process's output, <label>.log
+
+
+@contextlib.asynccontextmanager
+async def fresh_cluster(redis_url: str, admin_url: str, shards: int) -> AsyncIterator[FreshCluster]:
+    """A new namespace with :data:`MARKETS` dealt to ``shards`` matching shards (as many accounts
+    shards) and a new database, both deleted at exit; no process is started here."""
+    server_url, _ = topo.split_url(redis_url)
+    namespace = f"investo-bench-{secrets.token_hex(4)}"
+    database_url = await _fresh_database(admin_url)
+    admin = aioredis.Redis.from_url(server_url)
+    try:
+        matching = {symbol: index % shards for index, symbol in enumerate(MARKETS)}
+        topology = await topo.store(admin, topo.Topology(namespace, MARKETS_TOML, matching, shards))
+        log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / namespace
+        log_dir.mkdir(parents=True, exist_ok=True)
+        yield FreshCluster(
+            server_url, topo.log_url(server_url, namespace), database_url, topology, admin, log_dir
+        )
+    finally:
+        keys = [key async for key in admin.scan_iter(match=f"{namespace}:*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await admin.delete(*keys[start : start + 500])
+        await admin.aclose()
+        await _drop_database(admin_url, database_url)
+
+
 async def run_one(
     redis_url: str,
     admin_url: str,
@@ -389,50 +431,40 @@ async def run_one(
     rates: Sequence[int],
     seconds: float,
 ) -> ClusterRun:
-    server_url, _ = topo.split_url(redis_url)
-    namespace = f"investo-bench-{secrets.token_hex(4)}"
-    cluster_url = topo.log_url(server_url, namespace)
-    database_url = await _fresh_database(admin_url)
-    admin = aioredis.Redis.from_url(server_url)
-    matching = {symbol: index % shards for index, symbol in enumerate(MARKETS)}
-    topology = await topo.store(admin, topo.Topology(namespace, MARKETS_TOML, matching, shards))
-    log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / namespace
-    log_dir.mkdir(parents=True, exist_ok=True)
-    driver = Driver(server_url, topology)
-    watch = await _Watch.open(admin, topology, database_url)
-    meter = CpuMeter()
-    try:
-        with _processes(cluster_url, database_url, shards, log_dir) as processes:
-            ready = asyncio.Event()
-            listener = asyncio.create_task(driver.listen(ready))
-            await ready.wait()
-            await _fund(driver)
-            await _until_committed(watch)
-            await _meter_processes(meter, processes, watch)
-            load = os.getloadavg()[0]
-            meter.start()
-            results = []
-            first = time.perf_counter()
-            offset = 0
-            for rate in rates:
-                chunk = commands[offset : offset + int(rate * seconds)]
-                offset += len(chunk)
-                results.append(await _open_loop(driver, chunk, rate, seconds, shards))
-            last_answer = driver.last_answer
-            await _until_committed(watch)
-            done = time.perf_counter()
-            meter.add("postgres", await watch.backends())
-            meter.stop()
-            await cancel_and_wait(listener)
-        writer_lines = _writer_stats(log_dir / "dbwriter.log")
-    finally:
-        await driver.close()
-        await watch.close()
-        keys = [key async for key in admin.scan_iter(match=f"{namespace}:*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await admin.delete(*keys[start : start + 500])
-        await admin.aclose()
-        await _drop_database(admin_url, database_url)
+    async with fresh_cluster(redis_url, admin_url, shards) as cluster:
+        topology = cluster.topology
+        driver = Driver(cluster.server_url, topology)
+        watch = await Watch.open(cluster.admin, topology, cluster.database_url)
+        meter = CpuMeter()
+        try:
+            with cluster_processes(
+                cluster.cluster_url, cluster.database_url, shards, cluster.log_dir
+            ) as processes:
+                ready = asyncio.Event()
+                listener = asyncio.create_task(driver.listen(ready))
+                await ready.wait()
+                await _fund(driver)
+                await until_committed(watch)
+                await meter_processes(meter, processes, watch)
+                load = os.getloadavg()[0]
+                meter.start()
+                results = []
+                first = time.perf_counter()
+                offset = 0
+                for rate in rates:
+                    chunk = commands[offset : offset + int(rate * seconds)]
+                    offset += len(chunk)
+                    results.append(await _open_loop(driver, chunk, rate, seconds, shards))
+                last_answer = driver.last_answer
+                await until_committed(watch)
+                done = time.perf_counter()
+                meter.add("postgres", await watch.backends())
+                meter.stop()
+                await cancel_and_wait(listener)
+            writer_lines = _writer_stats(cluster.log_dir / "dbwriter.log")
+        finally:
+            await driver.close()
+            await watch.close()
     return ClusterRun(
         shards,
         results,
@@ -460,17 +492,22 @@ async def _fund(driver: Driver) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _until_committed(watch: _Watch) -> None:
-    """Wait until every output entry in Redis is committed to Postgres."""
+async def until_committed(watch: Watch, timeout_s: float = 120.0) -> None:
+    """Wait until every output entry in Redis is committed to Postgres (RuntimeError after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
     while True:
         outputs, committed = await watch.written()
         if committed >= outputs:
             return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the DB writer committed {committed} of {outputs} entries in {timeout_s:.0f} s"
+            )
         await asyncio.sleep(0.05)
 
 
-async def _meter_processes(
-    meter: CpuMeter, processes: dict[str, subprocess.Popen[bytes]], watch: _Watch
+async def meter_processes(
+    meter: CpuMeter, processes: dict[str, subprocess.Popen[bytes]], watch: Watch
 ) -> None:
     """Meter the bench's processes, this one, Redis and the database's Postgres processes."""
     for label, process in processes.items():

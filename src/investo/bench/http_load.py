@@ -8,7 +8,10 @@ operations, which is all a load generator needs (it never follows redirects, dec
 chunked bodies or handles cookies: a response without ``Content-Length`` is an error).
 
 A request waits for an idle connection (FIFO), so with every connection busy the queueing
-shows in the latency the caller measures, as it should in an open-loop benchmark.
+shows in the latency the caller measures, as it should in an open-loop benchmark. A
+connection the server closed (a failed request, or idle past the server's keep-alive
+timeout) stays in the pool and is dialled again when a request next takes it, so the
+pool keeps ``connections`` connections and a waiting request is never left behind.
 """
 
 from __future__ import annotations
@@ -127,16 +130,25 @@ class HttpLoadClient:
 
     async def _acquire(self) -> _Connection:
         while not self._idle:
-            if all(connection.closed for connection in self._all):
-                raise HttpLoadError("every connection is closed")
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             await waiter
-        return self._idle.popleft()
+        connection = self._idle.popleft()
+        if connection.closed:  # the server hung up (an idle keep-alive timeout, an error): dial again
+            connection = await self._reopen(connection)
+        return connection
+
+    async def _reopen(self, old: _Connection) -> _Connection:
+        try:
+            _, new = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
+        except OSError as error:
+            self._release(old)  # still closed: the next request dials again
+            raise HttpLoadError(f"reconnecting to {self.host}:{self.port} failed: {error}") from None
+        self._all[self._all.index(old)] = new
+        return new
 
     def _release(self, connection: _Connection) -> None:
-        if not connection.closed:
-            self._idle.append(connection)
+        self._idle.append(connection)  # a closed one too: it is dialled again when next taken
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():

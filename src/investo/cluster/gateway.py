@@ -20,7 +20,8 @@ embedded :class:`~investo.node.Node` calls its engines, this one goes through th
   the key at once, and every ``key_sweep_s`` each gateway also reads the keys revoked
   lately from SQL (pub/sub delivers at most once);
 * **replays**: a signed request is refused if any gateway of the cluster has seen it
-  (``SET NX`` of its signature in Redis until it expires), not only this one;
+  (``SET NX`` of its signature in Redis until it expires), not only this one; the marks
+  of requests verified while one pipeline of them is in flight go in the next one;
 * **demo funds**: a user's claim is checked and made under a Postgres advisory lock,
   so the daily limit holds whichever gateways the claims go to.
 
@@ -28,8 +29,9 @@ Public market streams are served by ``investo ws`` (:mod:`investo.cluster.wsnode
 ``market_streams`` (``investo gateway --market-streams``) a gateway runs such a node on its
 own hub too, so the trading screen it serves has them on the same origin.
 
-Costs per request, beyond the embedded mode's: a signed request one Redis ``SET``; an
-order one append and one answer; a book or balance read one ``MGET`` (plus the replica's
+Costs per request, beyond the embedded mode's: a signed request one Redis ``SET`` (under
+load, many share one pipeline round trip); an order one append (under load, many share
+one) and one answer; a book or balance read one ``MGET`` (plus the replica's
 lag, usually nothing); an SQL read one ``MGET`` plus the DB writer's lag.
 """
 
@@ -53,6 +55,7 @@ from investo.api.keys import KeyCache
 from investo.api.limits import RateLimits
 from investo.api.nodes import NotCaughtUp
 from investo.cluster import topology as topo
+from investo.cluster.batcher import Batcher, BatcherClosed
 from investo.cluster.client import ClusterClient
 from investo.cluster.records import Settle
 from investo.cluster.replica import ShardReplica, Stepped
@@ -133,6 +136,7 @@ class GatewayNode:
         self._revoked: dict[str, None] = {}  # revoked key ids, oldest first (bounded)
         self._user_locks: dict[int, asyncio.Lock] = {}
         self._demo_slots = asyncio.Semaphore(DEMO_CLAIMS_AT_ONCE)
+        self._seen: Batcher[tuple[str, int], bool] = Batcher(self._mark_seen)  # replay marks, grouped
         self._tasks: list[asyncio.Task[None]] = []
         self._rebuilding: asyncio.Task[None] | None = None
         self.client.on_message(topo.written_channel(self.namespace), self._on_written)
@@ -168,6 +172,7 @@ class GatewayNode:
         await self.user_streams.stop()
         if self.market is not None:
             await self.market.stop()
+        await self._seen.close()
         if self.sql is not None:
             await self.sql.close()
         if self.view is not None:
@@ -340,11 +345,18 @@ class GatewayNode:
         )
         ttl_ms = max(request.expires_ms - self.clock_ms(), 0) + 1_000  # past its window: refused anyway
         try:
-            first = await self.redis.set(name, 1, nx=True, px=ttl_ms)
-        except RedisError as exc:
+            first = await self._seen.submit((name, ttl_ms))
+        except (RedisError, BatcherClosed) as exc:
             raise NotCaughtUp(f"the cluster's Redis cannot be reached ({exc}); try again") from exc
         if not first:
             raise SignatureReplayed()
+
+    async def _mark_seen(self, batch: list[tuple[str, int]]) -> list[bool]:
+        """``SET name 1 NX PX ttl`` for each (name, ttl) in one pipeline: True where it was new."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, ttl_ms in batch:
+                pipe.set(name, 1, nx=True, px=ttl_ms)
+            return [bool(done) for done in await pipe.execute()]
 
     @contextlib.asynccontextmanager
     async def demo_lock(self, user_id: int) -> AsyncIterator[None]:

@@ -22,8 +22,9 @@ reloads from that snapshot the same way.
 offset (read-your-writes: the offset is read from Redis when the read starts).
 
 Costs: the shard's stepping cost, plus one ``GET done`` and one read per batch; idle, one
-blocking read on the input log every ``block_ms``; while the engine is busy with entries
-not yet published, one ``GET done`` every ``poll_s`` (or sooner when :meth:`poke`\\ d).
+blocking read on the input log every ``block_ms``; busy, about one ``GET done`` and one read
+every ``poll_s`` (or sooner when :meth:`poke`\\ d: a reader never waits for the
+poll), whatever the load, so the cost per entry falls as the load grows.
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ class ShardReplica:
                 if self._rewound:
                     await self._reload_rebuilt()
                     continue
-                if not await self.catch_up():
+                if await self.catch_up():
+                    await self._pause()  # busy: more comes within poll_s (a reader pokes sooner)
+                else:
                     await engine.input.wait_for_entries(engine.applied, engine.block_ms)
                     await self._pause()  # entries not published yet: the engine is on them
             except LogTrimmedError:  # fell behind a trim: start again from the latest snapshot
