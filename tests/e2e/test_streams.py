@@ -81,6 +81,7 @@ async def test_local_book_from_depth_diffs_equals_rest_depth_while_bots_trade(
         first = True
         applied = 0
         checks = 0
+        straddled = 0
 
         def drain() -> None:
             nonlocal last_u, first, applied
@@ -113,8 +114,17 @@ async def test_local_book_from_depth_diffs_equals_rest_depth_while_bots_trade(
                 if last_u >= at or time.monotonic() > wait_until:
                     break
                 await asyncio.sleep(0.02)
-            # the book at `at` is the book after every diff with u <= at (folded ranges change nothing)
-            candidates = [h for h in history if h[0] <= at]
+            # The local book has a state at `at` when a diff ended there. A diff may also span
+            # `at` (U <= at < u): a gateway's replica and the market data publisher step the
+            # engine's batches in different groupings (distributed); Binance's procedure allows
+            # it, but there is no local state at `at` to compare, so that check waits for the
+            # next snapshot. No diff past `at` (the market stood still): the book is the last one.
+            exact = [h for h in history if h[0] == at]
+            if not exact and last_u > at:
+                straddled += 1
+                await asyncio.sleep(0.05)
+                continue
+            candidates = exact or [h for h in history if h[0] <= at]
             assert candidates, f"history starts after {at}"
             _, local_bids, local_asks = candidates[-1]
             assert local_bids == rest_side(rest["bids"], n), f"bids differ at {at}"
@@ -125,7 +135,7 @@ async def test_local_book_from_depth_diffs_equals_rest_depth_while_bots_trade(
         reader.cancel()
         with contextlib.suppress(BaseException):
             await reader
-    assert checks >= 3 and applied >= 5, (checks, applied)
+    assert checks >= 3 and applied >= 5, (checks, applied, straddled)
 
 
 # --------------------------------------------------------------------------------------------
