@@ -8,6 +8,7 @@ every acknowledged answer; ``check_consistent`` then compares Postgres with the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -281,6 +283,26 @@ class Rig:
         return "\n".join(
             f"--- {p.name}\n{p.output()[-12000:]}" for p in [*self.engines.values(), *self.writers]
         )
+
+
+@contextlib.asynccontextmanager
+async def started_rig(
+    tmp_path: Path, database_url: str, postgres: PostgresServer | None = None
+) -> AsyncIterator[Rig]:
+    """A rig on its own Redis server (data in ``tmp_path/redis``), cluster initialised; stopped after."""
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    server = RedisServer(redis_dir)
+    server.start()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cluster = Rig(server, database_url, logs, postgres=postgres)
+    try:
+        await cluster.init()
+        yield cluster
+    finally:
+        cluster.stop_all()
+        server.kill()
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from cluster_rig import Load, RedisServer, Rig, check_consistent, wait_written
+from cluster_rig import Load, Rig, check_consistent, started_rig, wait_written
 from sqlalchemy import text
 
 from investo.cluster.client import ClusterClient
@@ -33,19 +33,8 @@ from investo.store.db import make_engine
 
 @pytest.fixture
 async def rig(tmp_path: Path, postgres_url: str) -> AsyncIterator[Rig]:
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    server = RedisServer(redis_dir)
-    server.start()
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    cluster = Rig(server, postgres_url, logs)
-    try:
-        await cluster.init()
-        yield cluster
-    finally:
-        cluster.stop_all()
-        server.kill()
+    async with started_rig(tmp_path, postgres_url) as made:
+        yield made
 
 
 async def _states(rig: Rig) -> dict[tuple[str, int], tuple[str, object]]:

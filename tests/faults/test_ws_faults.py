@@ -24,7 +24,7 @@ import httpx
 import orjson
 import pytest
 import websockets
-from cluster_rig import Load, Process, RedisServer, Rig, free_port, wait_written
+from cluster_rig import Load, Process, Rig, free_port, started_rig, wait_written
 
 from investo.cluster.client import ClusterClient
 from ws_book import LocalBook
@@ -99,19 +99,8 @@ class Watcher:
 
 @pytest.fixture
 async def rig(tmp_path: Path, postgres_url: str) -> AsyncIterator[Rig]:
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    server = RedisServer(redis_dir)
-    server.start()
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    cluster = Rig(server, postgres_url, logs)
-    try:
-        await cluster.init()
-        yield cluster
-    finally:
-        cluster.stop_all()
-        server.kill()
+    async with started_rig(tmp_path, postgres_url) as made:
+        yield made
 
 
 async def _ready(url: str, what: str, rig: Rig, extra: list[Process], timeout_s: float = 60.0) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis.asyncio as aioredis
 import typer
@@ -27,6 +28,16 @@ app = typer.Typer(help="The distributed mode's shard map (Redis).", no_args_is_h
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0?prefix=investo"
 RedisOption = Annotated[str, typer.Option("--redis", help="Redis URL; ?prefix= names the cluster.")]
+
+
+def _run_until_stopped(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a role's ``main`` (it stops itself on SIGTERM); no cluster yet: a clear error, exit 1."""
+    with contextlib.suppress(KeyboardInterrupt):
+        try:
+            asyncio.run(main())
+        except topo.ClusterNotInitialised as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(1) from None
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -286,12 +297,7 @@ def dbwriter(
         finally:
             await writer.close()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        try:
-            asyncio.run(run())
-        except topo.ClusterNotInitialised as error:
-            typer.echo(str(error), err=True)
-            raise typer.Exit(1) from None
+    _run_until_stopped(run)
 
 
 def gateway(
@@ -351,12 +357,7 @@ def marketdata(
         finally:
             await publisher.close()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        try:
-            asyncio.run(run())
-        except topo.ClusterNotInitialised as error:
-            typer.echo(str(error), err=True)
-            raise typer.Exit(1) from None
+    _run_until_stopped(run)
 
 
 def ws(

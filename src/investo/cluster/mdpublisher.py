@@ -197,15 +197,19 @@ class MarketDataPublisher:
     async def run(self, stop: asyncio.Event) -> None:
         db = await self._database()
         try:
+            waiting = False  # for the cluster: said once, not every second
             while not stop.is_set():
-                if not await self._acquire(stop):
+                if not await self._acquire(stop, quiet=waiting):
                     break
                 try:
                     await self._lead(stop, db)
                 except (LeaseLost, RedisError) as exc:
                     log.warning("market data publisher %s: no longer active (%s)", self.publisher_id, exc)
+                    waiting = False
                 except (topo.ClusterNotInitialised, LogError) as exc:  # Redis lost the cluster: rebuilt soon
-                    log.warning("market data publisher: waiting for the cluster (%s)", exc)
+                    if not waiting:
+                        log.warning("market data publisher: waiting for the cluster (%s)", exc)
+                    waiting = True
                     await asyncio.sleep(1.0)
                 finally:
                     self.active = False
@@ -224,15 +228,20 @@ class MarketDataPublisher:
 
         return await _open_database(self.config.database_url)
 
-    async def _acquire(self, stop: asyncio.Event) -> bool:
-        """Wait (as a standby) until this publisher holds the lease; False if stopped first."""
+    async def _acquire(self, stop: asyncio.Event, quiet: bool = False) -> bool:
+        """Wait (as a standby) until this publisher holds the lease; False if stopped first.
+
+        ``quiet``: taking the lease is not logged (retrying while the cluster is missing)."""
         key, waited = lease_key(self.namespace), False
         while not stop.is_set():
             try:
                 if await self.redis.set(key, self.publisher_id, nx=True, px=self.config.lease_ms):
                     seconds, micros = await self.redis.time()
                     self.epoch = seconds * 1_000_000 + micros  # Redis's clock: grows even if its data is lost
-                    log.warning("market data publisher %s: active, epoch %d", self.publisher_id, self.epoch)
+                    if not quiet:
+                        log.warning(
+                            "market data publisher %s: active, epoch %d", self.publisher_id, self.epoch
+                        )
                     return True
                 if not waited:
                     log.warning("market data publisher %s: standby", self.publisher_id)
@@ -272,6 +281,13 @@ class MarketDataPublisher:
 
     async def _lead(self, stop: asyncio.Event, db: AsyncEngine | None) -> None:
         topology = await topo.load(self.redis, self.namespace)
+        log.warning(
+            "market data publisher %s: publishing %d markets of %d matching shards, epoch %d",
+            self.publisher_id,
+            len(topology.markets),
+            topology.matching_shards,
+            self.epoch,
+        )
         replicas = {
             shard: ShardReplica(self.server_url, topology, "matching", shard)
             for shard in range(topology.matching_shards)
