@@ -26,7 +26,6 @@ import inspect
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +45,7 @@ from investo.client import InvestoClient
 from investo.security.signing import API_KEY_HEADER, generate_key_pair, private_key_to_pem, sign_params
 from postgres_fixtures import fresh_database
 from redis_fixtures import redis_namespace_url
+from serving import free_port
 
 READY_TIMEOUT_S = 20.0
 SYMBOL = "TATAINR"  # tick 0.05, lot 1, min notional 10, fees 10/20 bps (maker/taker)
@@ -75,13 +75,6 @@ def quiet_flags() -> tuple[str, ...]:
     from investo.cli import up
 
     return ("--no-bots",) if "bots" in inspect.signature(up).parameters else ()
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (bind to 127.0.0.1:0 and let the OS choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------------------------

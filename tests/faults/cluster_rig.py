@@ -45,15 +45,10 @@ from investo.core.messages import (
 )
 from investo.host import StatusUnknown
 from investo.store.db import make_engine
+from serving import free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "redis.conf"
 USERS = range(1, 9)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

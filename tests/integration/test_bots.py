@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,14 +26,9 @@ import pytest
 from investo.bots import BotConfig, BotFleet
 from investo.bots.quoting import OpenOrder, crossed
 from investo.client import ApiError
+from serving import free_port
 
 SYMBOLS = ("TATAINR", "ZOMATOINR")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class UpProcess:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -25,7 +24,6 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 import websockets
 from fastapi import FastAPI
 
@@ -40,16 +38,10 @@ from investo.cluster.local import LocalCluster
 from investo.cluster.shards import MatchingShard
 from investo.security.signing import API_KEY_HEADER, generate_key_pair, public_key_to_pem, sign_params
 from investo.store import queries
-from investo.ws.protocol import UVICORN_OPTIONS
+from serving import served
 
 D = Decimal
 A, B = "AINR", "BINR"  # AINR on matching shard 0, BINR on matching shard 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -89,19 +81,8 @@ async def serve_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
             await node.stop()
 
     app.router.lifespan_context = lifespan
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with served(app) as port:
         yield Gateway(node, port)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 @pytest.fixture

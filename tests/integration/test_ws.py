@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 import websockets
 from fastapi import FastAPI
 from websockets.client import ClientProtocol
@@ -35,14 +34,9 @@ from investo.markets import load_markets
 from investo.node import Node, NodeConfig
 from investo.security.signing import generate_key_pair
 from investo.ws.protocol import UVICORN_OPTIONS
+from serving import served
 
 SYMBOL = "TATAINR"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -76,20 +70,8 @@ async def serve(
             await node.stop()
 
     app.router.lifespan_context = lifespan
-    port = free_port()
-    options = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "on", **ws_options}
-    config = uvicorn.Config(app, **options)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with served(app, ws_options, lifespan="on") as port:
         yield Running(node, app, port)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 @pytest.fixture

@@ -15,14 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 import websockets
 
 from cluster_fixtures import configured_cluster
@@ -33,16 +31,10 @@ from investo.cluster.mdpublisher import MarketDataPublisher, PublisherConfig
 from investo.cluster.view import ClusterView
 from investo.cluster.wsnode import WsNode, WsNodeConfig, build_ws_app
 from investo.core.messages import Deposit, OrderType, PlaceOrder, Side, TimeInForce
-from investo.ws.protocol import UVICORN_OPTIONS
+from serving import served
 from ws_book import LocalBook
 
 A, B = "AINR", "BINR"  # on matching shards 0 and 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -57,21 +49,8 @@ class Node:
 @contextlib.asynccontextmanager
 async def serve_node(redis_url: str) -> AsyncIterator[Node]:
     node = WsNode(WsNodeConfig(redis_url, resync_s=0.3))
-    port = free_port()
-    config = uvicorn.Config(
-        build_ws_app(node), host="127.0.0.1", port=port, log_level="warning", **UVICORN_OPTIONS
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with served(build_ws_app(node)) as port:
         yield Node(node, port)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 @contextlib.asynccontextmanager
