@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -41,12 +41,12 @@ from cryptography.hazmat.primitives import serialization
 from nacl.signing import SigningKey
 
 from investo.bench.http_load import HttpLoadClient, HttpLoadError
+from investo.bench.proc_cpu import cpu_seconds
 from investo.bench.stats import percentile
 from investo.client import InvestoClient
 from investo.security.signing import API_KEY_HEADER, encode_params, generate_key_pair
 
 MAX_IN_FLIGHT = 2_000  # beyond this the run is overloaded; later orders count as failed
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -90,6 +90,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 10) -> None:
+    """SIGTERM every process, then wait for each; one still running after ``timeout_s`` is killed."""
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @dataclass(frozen=True)
 class LocalServer:
     url: str
@@ -97,9 +109,10 @@ class LocalServer:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the server process so far (every thread), from /proc."""
-        with open(f"/proc/{self.pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+        seconds = cpu_seconds(self.pid)
+        if seconds is None:
+            raise RuntimeError(f"no CPU reading for the server (pid {self.pid}): has it exited?")
+        return seconds
 
 
 @contextmanager
@@ -117,11 +130,7 @@ def local_server(bots: bool = False) -> Iterator[LocalServer]:
             _wait_ready(url, process)
             yield LocalServer(url, process.pid)
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_processes([process])
 
 
 @contextmanager

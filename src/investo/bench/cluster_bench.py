@@ -33,6 +33,7 @@ import msgspec
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
+from investo.bench.api_bench import stop_processes
 from investo.bench.flow import FlowLine
 from investo.bench.proc_cpu import CpuMeter
 from investo.bench.stats import percentile
@@ -172,13 +173,7 @@ def cluster_processes(
             )
         yield started
     finally:
-        for process in started.values():
-            process.terminate()
-        for process in started.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(started.values(), timeout_s=30)
 
 
 async def _fresh_database(admin_url: str) -> str:

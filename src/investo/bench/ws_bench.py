@@ -266,11 +266,7 @@ def gateway_feed(burst: int) -> Iterator[str]:
             asyncio.run(_wait_listening(port, process, output))
             yield f"ws://127.0.0.1:{port}"
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            api_bench.stop_processes([process])
 
 
 async def _wait_listening(port: int, process: subprocess.Popen[bytes], output: IO[bytes]) -> None:
