@@ -57,7 +57,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from investo.cluster import history
@@ -74,8 +73,7 @@ from investo.core.messages import (
     WithdrawRejected,
 )
 from investo.log.redis import RedisLog
-from investo.store.db import make_engine
-from investo.store.migrate import upgrade
+from investo.store.migrate import open_migrated
 from investo.store.writer import HistoryWriter, WriterStats
 from investo.tasks import cancel_and_wait
 
@@ -293,14 +291,7 @@ class DbWriter:
         self.topology = await topo.load_when_reachable(
             self.client, self.namespace, lambda exc: log.warning("waiting for Redis: %s", exc)
         )
-        while True:  # the database may be starting too
-            try:
-                await asyncio.to_thread(upgrade, self.database_url)
-                break
-            except (OSError, OperationalError, InterfaceError) as exc:
-                log.warning("waiting for the database: %s", str(exc).splitlines()[0])
-                await asyncio.sleep(1.0)
-        self.db = make_engine(self.database_url)
+        self.db = await open_migrated(self.database_url)  # the database may be starting too
         await history.save_config(self.db, self.topology)  # what a rebuild into an empty Redis starts from
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -41,14 +41,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from investo.api.keys import KeyCache
@@ -73,8 +72,7 @@ from investo.markets import MarketSpec
 from investo.node import assets_of, default_demo_limits, wall_clock_ms
 from investo.security.signing import ReplayGuard, RequestVerifier, SignatureReplayed, SignedRequest
 from investo.store import queries
-from investo.store.db import make_engine
-from investo.store.migrate import upgrade
+from investo.store.migrate import open_migrated
 from investo.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -153,7 +151,7 @@ class GatewayNode:
         self.topology = topology
         self._assets = assets_of(topology.markets)
         self.user_streams.set_markets(topology.markets)
-        self.db = await _open_database(self.config.database_url)
+        self.db = await open_migrated(self.config.database_url)
         await self.keys.load_all(self.db)
         self.sql = SqlProgress(self.redis, self.db, topology, timeout_s=self.config.read_timeout_s)
         self.view = await self._open_view(topology)
@@ -396,17 +394,3 @@ def _accounts_step(record: object, events: list[Event]) -> AccountsStep:
     if isinstance(record, Settle):
         return AccountsStep(None, events, record.events)
     return AccountsStep(None, events)
-
-
-async def _open_database(url: str) -> AsyncEngine:
-    """Migrate (waiting while the database cannot be reached) and connect."""
-    warned = 0.0
-    while True:
-        try:
-            await asyncio.to_thread(upgrade, url)
-            return make_engine(url)
-        except (OSError, OperationalError, InterfaceError) as exc:
-            if time.monotonic() - warned > 10:
-                log.warning("waiting for the database: %s", str(exc).splitlines()[0])
-                warned = time.monotonic()
-            await asyncio.sleep(1.0)

@@ -77,6 +77,7 @@ from investo.marketdata.hub import Hub
 from investo.marketdata.service import MarketData, _Market, depth_diff_json
 from investo.markets import MarketSpec
 from investo.node import wall_clock_ms
+from investo.store.migrate import open_migrated
 from investo.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -224,9 +225,7 @@ class MarketDataPublisher:
     async def _database(self) -> AsyncEngine | None:
         if not self.config.database_url:
             return None
-        from investo.cluster.gateway import _open_database
-
-        return await _open_database(self.config.database_url)
+        return await open_migrated(self.config.database_url)
 
     async def _acquire(self, stop: asyncio.Event, quiet: bool = False) -> bool:
         """Wait (as a standby) until this publisher holds the lease; False if stopped first.

@@ -23,6 +23,8 @@ database gets the whole schema in one run.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
@@ -30,9 +32,12 @@ from typing import Final
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from investo.store.db import make_engine
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "upgrade", "upgrade_async"]
 
@@ -75,6 +80,21 @@ def upgrade(database_url: str, revision: str = "head") -> None:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="investo-migrate") as pool:
         pool.submit(asyncio.run, upgrade_async(database_url, revision)).result()
+
+
+async def open_migrated(database_url: str) -> AsyncEngine:
+    """Migrate, then connect: a service's start-up. While the database cannot be reached (it may
+    be starting too) it waits, saying so at most every 10 s."""
+    warned = 0.0
+    while True:
+        try:
+            await asyncio.to_thread(upgrade, database_url)
+            return make_engine(database_url)
+        except (OSError, OperationalError, InterfaceError) as exc:
+            if time.monotonic() - warned > 10:
+                log.warning("waiting for the database: %s", str(exc).splitlines()[0])
+                warned = time.monotonic()
+            await asyncio.sleep(1.0)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
