@@ -143,8 +143,13 @@ async def rebuild_cluster(
     *,
     dry_run: bool = False,
     say: Callable[[str], None] = lambda _: None,
+    on_locked: Callable[[], None] = lambda: None,
 ) -> RebuildReport:
-    """Restore the cluster ``namespace`` into Redis from SQL; see the module docstring."""
+    """Restore the cluster ``namespace`` into Redis from SQL; see the module docstring.
+
+    ``on_locked`` runs once this process holds the rebuild lock and Redis holds none of the
+    cluster's shards (never on a dry run): the rebuild is this process's to do.
+    """
     topology = await history.load_config(db, namespace)
     if topology is None:
         raise RebuildRefused(
@@ -161,6 +166,8 @@ async def rebuild_cluster(
             if len(lost) != len(topology.every_output()):
                 kept = sorted(set(topology.every_output()) - set(lost))
                 raise RebuildRefused(f"Redis still holds the state of shards {kept}: nothing to rebuild")
+            if not dry_run:
+                on_locked()
             report = RebuildReport(topology, written=not dry_run)
             built: list[tuple[Role, int, Shard, int]] = []
             for role, number in topology.every_output():
@@ -238,12 +245,14 @@ async def ensure_rebuilt(
             if await history.load_config(db, namespace) is None:
                 return False  # a new cluster: nothing to rebuild
             if not await client.exists(config_missing_key(namespace)):
-                say(
+                banner = (
                     f"REDIS LOST CLUSTER {namespace!r}: its configuration is gone but SQL holds its history; "
                     "rebuilding books and balances from SQL (what the DB writer had not committed is lost)"
                 )
                 try:
-                    report = await rebuild_cluster(server_url, namespace, db, say=say)
+                    report = await rebuild_cluster(
+                        server_url, namespace, db, say=say, on_locked=lambda b=banner: say(b)
+                    )
                 except LockHeld:
                     await asyncio.sleep(poll_s)
                     continue
@@ -252,6 +261,8 @@ async def ensure_rebuilt(
                     await asyncio.sleep(poll_s)
                     continue
                 except RebuildRefused as exc:
+                    if await client.exists(topo.config_key(namespace)):
+                        continue  # another process finished the rebuild between our two reads
                     raise RedisLost(f"cluster {namespace!r} has no configuration in Redis: {exc}") from exc
                 say(f"cluster {namespace!r} rebuilt from SQL: {len(report.shards)} shards")
                 return True
