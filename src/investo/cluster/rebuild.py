@@ -35,6 +35,7 @@ snapshot encodes, a few Redis writes per shard.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Callable
@@ -251,7 +252,7 @@ async def ensure_rebuilt(
                 )
                 try:
                     report = await rebuild_cluster(
-                        server_url, namespace, db, say=say, on_locked=lambda b=banner: say(b)
+                        server_url, namespace, db, say=say, on_locked=functools.partial(say, banner)
                     )
                 except LockHeld:
                     await asyncio.sleep(poll_s)
