@@ -210,6 +210,9 @@ class Node:
         assert self.host is not None
         return self.host.exchange.accounts.balances(user)
 
+    async def prepare_user_stream(self, user: int) -> None:
+        """Nothing to wait for: the engines are in this process."""
+
     async def caught_up(self, *symbols: str) -> None:
         """Wait until SQL holds everything applied so far (read-your-writes), whatever the market."""
         assert self.host is not None and self.writer is not None

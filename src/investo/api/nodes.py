@@ -130,6 +130,14 @@ class ApiNode(Protocol):
         """Wait until SQL holds everything answered so far about ``symbols`` (none: every market)."""
         ...
 
+    async def prepare_user_stream(self, user: int) -> None:
+        """Before a user stream starts: make it start after everything answered so far.
+
+        In a cluster, the replicas of the user's accounts shard and of every matching shard
+        catch up, so no earlier event shows up on the new stream as if it had just happened.
+        """
+        ...
+
     # ---------------------------------------------------------------- keys and users
 
     @property

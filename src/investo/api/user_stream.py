@@ -35,9 +35,9 @@ def router(node: ApiNode) -> APIRouter:
         """Start (or extend) your user data stream; connect to ``/ws/<listenKey>``."""
         call = await verify(node, request)
         # The stream starts after everything already answered: in a cluster, wait until the
-        # gateway's replica of the user's accounts shard holds it (an earlier deposit must not
-        # show up on the new stream as if it had just happened).
-        await node.balances(call.user_id)
+        # gateway's replicas hold it (an earlier deposit must not show up on the new stream as
+        # if it had just happened).
+        await node.prepare_user_stream(call.user_id)
         return {"listenKey": node.listen_keys.create(call.user_id)}
 
     @api.put(PATH, openapi_extra=param_docs("listenKey!", signed=True))

@@ -191,6 +191,7 @@ class Session:
             raise errors.ApiError(-2035, "User Data Stream subscription already active.")
         if len(self.subscriptions) >= MAX_SUBSCRIPTIONS:
             raise errors.ApiError(-1191, f"Too many subscriptions (at most {MAX_SUBSCRIPTIONS}).")
+        await self.node.prepare_user_stream(user)  # the stream starts after everything answered
         subscription = Subscription(self, next(self._ids), user, api_key)
         subscription.attach()
         self.subscriptions[subscription.id] = subscription
