@@ -9,8 +9,10 @@ second engine for the same shard is fenced; a command nobody answers is "status 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -184,48 +186,59 @@ async def test_value_is_conserved_under_concurrent_load_and_a_rebuilt_shard_has_
             await rebuilt.close()
 
 
-async def test_replicas_follow_the_engines_to_the_same_state_and_see_the_published_events(
-    cluster: tuple[str, topo.Topology],
-) -> None:
+@contextlib.asynccontextmanager
+async def _engines_and_client(
+    cluster: tuple[str, topo.Topology], snapshot_every: int
+) -> AsyncIterator[tuple[str, LocalCluster, ClusterClient]]:
+    """The shard engines running on ``cluster`` and a client: (Redis server URL, engines, client)."""
     url, topology = cluster
-    server_url = topo.split_url(url)[0]
-    engines = LocalCluster(server_url, topology, snapshot_every=150)
+    engines = LocalCluster(topo.split_url(url)[0], topology, snapshot_every=snapshot_every)
     await engines.start()
     client = ClusterClient(url)
     await client.start()
-    for command in _funding():
-        await client.submit(command)  # before the replicas start: they begin from a snapshot or the log
-    seen: dict[tuple[str, int], list[tuple[int, list[object]]]] = {}
-    replicas = {
-        key: ShardReplica(
-            server_url,
-            topology,
-            *key,
-            on_batch=lambda batch, key=key: seen.setdefault(key, []).extend(
-                (offset, list(step.output)) for offset, _, step in batch
-            ),
-        )
-        for key in topology.every_output()
-    }
-    stop = asyncio.Event()
-    for replica in replicas.values():
-        await replica.start()
-    following = [asyncio.create_task(r.follow(stop)) for r in replicas.values()]
     try:
-        commands = _random_commands(random.Random(3), 400)
-        for start in range(0, len(commands), 25):
-            await asyncio.gather(*(client.submit(c) for c in commands[start : start + 25]))
-        await engines.drained()
-        for _ in range(200):
-            if all(r.applied == engines.engines[k].applied for k, r in replicas.items()):
-                break
-            await asyncio.sleep(0.02)
-        published = {key: await _published(engine) for key, engine in engines.engines.items()}
+        yield engines.server_url, engines, client
     finally:
-        stop.set()
-        await asyncio.gather(*following)
         await client.close()
         await engines.stop()
+
+
+async def test_replicas_follow_the_engines_to_the_same_state_and_see_the_published_events(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    topology = cluster[1]
+    seen: dict[tuple[str, int], list[tuple[int, list[object]]]] = {}
+    async with _engines_and_client(cluster, snapshot_every=150) as (server_url, engines, client):
+        for command in _funding():
+            await client.submit(command)  # before the replicas start: they begin from a snapshot or the log
+        replicas = {
+            key: ShardReplica(
+                server_url,
+                topology,
+                *key,
+                on_batch=lambda batch, key=key: seen.setdefault(key, []).extend(
+                    (offset, list(step.output)) for offset, _, step in batch
+                ),
+            )
+            for key in topology.every_output()
+        }
+        stop = asyncio.Event()
+        for replica in replicas.values():
+            await replica.start()
+        following = [asyncio.create_task(r.follow(stop)) for r in replicas.values()]
+        try:
+            commands = _random_commands(random.Random(3), 400)
+            for start in range(0, len(commands), 25):
+                await asyncio.gather(*(client.submit(c) for c in commands[start : start + 25]))
+            await engines.drained()
+            for _ in range(200):
+                if all(r.applied == engines.engines[k].applied for k, r in replicas.items()):
+                    break
+                await asyncio.sleep(0.02)
+            published = {key: await _published(engine) for key, engine in engines.engines.items()}
+        finally:
+            stop.set()
+            await asyncio.gather(*following)
     for key, replica in replicas.items():
         engine = engines.engines[key]
         assert replica.applied == engine.applied, key
@@ -241,99 +254,85 @@ async def test_replicas_follow_the_engines_to_the_same_state_and_see_the_publish
 async def test_a_replica_left_behind_a_trim_reloads_the_snapshot_and_catches_up(
     cluster: tuple[str, topo.Topology],
 ) -> None:
-    url, topology = cluster
-    server_url = topo.split_url(url)[0]
-    engines = LocalCluster(server_url, topology, snapshot_every=40)
-    await engines.start()
-    client = ClusterClient(url)
-    await client.start()
-    replica = ShardReplica(server_url, topology, "accounts", 1)
-    await replica.start()  # at offset 0; the input it needs is then trimmed away
-    stop = asyncio.Event()
-    try:
-        for command in _funding() + _random_commands(random.Random(5), 300):
-            await client.submit(command)
-        await engines.drained()
-        engine = engines.engines[("accounts", 1)]
-        assert await engine.input.first_offset() > 1  # trimmed behind a snapshot
-        following = asyncio.create_task(replica.follow(stop))
-        for _ in range(200):
-            if replica.applied == engine.applied:
-                break
-            await asyncio.sleep(0.02)
-        stop.set()
-        await following
-        assert replica.applied == engine.applied
-        assert replica.state_hash() == engine.shard.state_hash()
-    finally:
-        stop.set()
-        await client.close()
-        await engines.stop()
-        await replica.close()
+    async with _engines_and_client(cluster, snapshot_every=40) as (server_url, engines, client):
+        replica = ShardReplica(server_url, cluster[1], "accounts", 1)
+        await replica.start()  # at offset 0; the input it needs is then trimmed away
+        stop = asyncio.Event()
+        try:
+            for command in _funding() + _random_commands(random.Random(5), 300):
+                await client.submit(command)
+            await engines.drained()
+            engine = engines.engines[("accounts", 1)]
+            assert await engine.input.first_offset() > 1  # trimmed behind a snapshot
+            following = asyncio.create_task(replica.follow(stop))
+            for _ in range(200):
+                if replica.applied == engine.applied:
+                    break
+                await asyncio.sleep(0.02)
+            stop.set()
+            await following
+            assert replica.applied == engine.applied
+            assert replica.state_hash() == engine.shard.state_hash()
+        finally:
+            stop.set()
+            await replica.close()
 
 
 async def test_a_lazy_replica_steps_only_for_a_waiting_reader_and_skips_to_a_newer_snapshot(
     cluster: tuple[str, topo.Topology],
 ) -> None:
-    url, topology = cluster
-    server_url = topo.split_url(url)[0]
-    engines = LocalCluster(server_url, topology, snapshot_every=40)
-    await engines.start()
-    client = ClusterClient(url)
-    await client.start()
-    wanted = False
-    reloads: list[int] = []
-    stepped: list[int] = []
-    replica = ShardReplica(
-        server_url, topology, "accounts", 1, wanted=lambda: wanted, lazy_check_s=0.05, skip_after=100,
-        on_reload=lambda: reloads.append(replica.applied),
-        on_batch=lambda batch: stepped.extend(offset for offset, _, _ in batch),
-    )  # fmt: skip
-    await replica.start()
-    await replica.catch_up()
-    stop = asyncio.Event()
-    following = asyncio.create_task(replica.follow(stop))
-    try:
-        for command in _funding():
-            await client.submit(command)
-        await engines.drained()
-        engine = engines.engines[("accounts", 1)]
-        await asyncio.sleep(0.3)  # lazy, and nobody reads: nothing is stepped
-        assert replica.applied == 0 and not stepped and engine.applied > 0
+    async with _engines_and_client(cluster, snapshot_every=40) as (server_url, engines, client):
+        wanted = False
+        reloads: list[int] = []
+        stepped: list[int] = []
+        replica = ShardReplica(
+            server_url, cluster[1], "accounts", 1, wanted=lambda: wanted, lazy_check_s=0.05, skip_after=100,
+            on_reload=lambda: reloads.append(replica.applied),
+            on_batch=lambda batch: stepped.extend(offset for offset, _, _ in batch),
+        )  # fmt: skip
+        await replica.start()
+        await replica.catch_up()
+        stop = asyncio.Event()
+        following = asyncio.create_task(replica.follow(stop))
+        try:
+            for command in _funding():
+                await client.submit(command)
+            await engines.drained()
+            engine = engines.engines[("accounts", 1)]
+            await asyncio.sleep(0.3)  # lazy, and nobody reads: nothing is stepped
+            assert replica.applied == 0 and not stepped and engine.applied > 0
 
-        async with asyncio.timeout(5):  # a reader waits: the replica catches up, then rests again
-            await replica.wait_applied(engine.applied)
-        assert replica.state_hash() == engine.shard.state_hash() and not reloads
-        caught_up = replica.applied
+            async with asyncio.timeout(5):  # a reader waits: the replica catches up, then rests again
+                await replica.wait_applied(engine.applied)
+            assert replica.state_hash() == engine.shard.state_hash() and not reloads
+            caught_up = replica.applied
 
-        for command in _random_commands(random.Random(7), 300):  # far behind, past a snapshot
-            await client.submit(command)
-        await engines.drained()
-        await asyncio.sleep(0.3)
-        assert replica.applied == caught_up
-        snapshot = await engine.input.latest_snapshot()
-        assert snapshot is not None and snapshot[0] - caught_up >= 100
-        async with asyncio.timeout(5):
-            await replica.wait_applied(engine.applied)
-        assert reloads and reloads[0] >= snapshot[0] > caught_up  # restored, not stepped
-        assert all(offset > reloads[0] for offset in stepped if offset > caught_up)
-        assert replica.state_hash() == engine.shard.state_hash()
+            for command in _random_commands(random.Random(7), 300):  # far behind, past a snapshot
+                await client.submit(command)
+            await engines.drained()
+            await asyncio.sleep(0.3)
+            assert replica.applied == caught_up
+            snapshot = await engine.input.latest_snapshot()
+            assert snapshot is not None and snapshot[0] - caught_up >= 100
+            async with asyncio.timeout(5):
+                await replica.wait_applied(engine.applied)
+            assert reloads and reloads[0] >= snapshot[0] > caught_up  # restored, not stepped
+            assert all(offset > reloads[0] for offset in stepped if offset > caught_up)
+            assert replica.state_hash() == engine.shard.state_hash()
 
-        wanted = True  # eager: follows without readers
-        replica.poke()
-        for command in _random_commands(random.Random(8), 20):
-            await client.submit(command)
-        await engines.drained()
-        async with asyncio.timeout(5):
-            while replica.applied < engine.applied:
-                await asyncio.sleep(0.01)
-        assert replica.state_hash() == engine.shard.state_hash()
-    finally:
-        stop.set()
-        await following
-        await client.close()
-        await engines.stop()
-        await replica.close()
+            wanted = True  # eager: follows without readers
+            replica.poke()
+            for command in _random_commands(random.Random(8), 20):
+                await client.submit(command)
+            await engines.drained()
+            async with asyncio.timeout(5):
+                while replica.applied < engine.applied:
+                    await asyncio.sleep(0.01)
+            assert replica.state_hash() == engine.shard.state_hash()
+        finally:
+            stop.set()
+            await following
+            await replica.close()
 
 
 async def _published(engine: ShardEngine) -> dict[int, list[Any]]:
