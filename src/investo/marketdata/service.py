@@ -176,13 +176,20 @@ class MarketData:
             return
         markets = self._markets
         touched: dict[str, list[TradeExecuted]] = {}
+        # The events of one command are all about one market: look it up when it changes.
+        market: str | None = None
+        m: _Market | None = None
+        trades: list[TradeExecuted] = []
         for applied in batch:
             for ev in applied.events:
-                market = getattr(ev, "market", None)
-                m = markets.get(market) if market is not None else None
+                ev_market = getattr(ev, "market", None)
+                if ev_market != market:
+                    market = ev_market
+                    m = markets.get(market) if market is not None else None
+                    if m is not None:
+                        trades = touched.setdefault(m.spec.symbol, [])
                 if m is None:
                     continue
-                trades = touched.setdefault(m.spec.symbol, [])
                 m.depth.event(ev)
                 if type(ev) is TradeExecuted:
                     trades.append(ev)
@@ -217,7 +224,8 @@ class MarketData:
 
     def _publish_depth(self, m: _Market, diff: DepthDiff, now: int) -> None:
         """One diff on ``<sym>@depth`` and ``@depth@100ms`` (``investo marketdata`` overrides it)."""
-        self.hub.publish_many(m.depth_streams, depth_diff_json(m.spec, diff, now))
+        if any(self.hub.wants(s) for s in m.depth_streams):
+            self.hub.publish_many(m.depth_streams, depth_diff_json(m.spec, diff, now))
 
     def depth_position(self, symbol: str) -> int:
         """The ``u`` of ``symbol``'s last diff: its book, read between batches, is the book at this id."""
