@@ -87,6 +87,10 @@ class DepthDiff:
     asks: list[tuple[int, int]]
 
 
+LEVEL_EVENTS: Final = frozenset({TradeExecuted, OrderRested, OrderCanceled, OrderExpired})
+"""The kinds of event that may change a level; :meth:`DepthBuilder.event` ignores the others."""
+
+
 class DepthBuilder:
     """Changed levels of one market between diffs; see the module docstring."""
 
@@ -107,18 +111,11 @@ class DepthBuilder:
         (self._bids if side == BUY else self._asks).add(price)
 
     def event(self, ev: Event) -> None:
-        """Note the level an event changes, if any."""
-        kind = type(ev)
-        if kind is TradeExecuted:
-            assert isinstance(ev, TradeExecuted)
+        """Note the level an event changes, if any (only the kinds in ``LEVEL_EVENTS`` may)."""
+        if isinstance(ev, TradeExecuted):
             (self._asks if ev.taker_side == BUY else self._bids).add(ev.price)
-        elif kind is OrderRested or kind is OrderCanceled:
-            assert isinstance(ev, OrderRested | OrderCanceled)
+        elif isinstance(ev, OrderRested | OrderCanceled) or (isinstance(ev, OrderExpired) and ev.was_resting):
             (self._bids if ev.side == BUY else self._asks).add(ev.price)
-        elif kind is OrderExpired:
-            assert isinstance(ev, OrderExpired)
-            if ev.was_resting:
-                (self._bids if ev.side == BUY else self._asks).add(ev.price)
 
     @property
     def changed(self) -> bool:

@@ -49,6 +49,7 @@ from investo.core.messages import Side, TradeExecuted
 from investo.host import Applied
 from investo.marketdata.builders import (
     DAY_MS,
+    LEVEL_EVENTS,
     Candle,
     DayStats,
     DepthBuilder,
@@ -190,9 +191,10 @@ class MarketData:
                         trades = touched.setdefault(m.spec.symbol, [])
                 if m is None:
                     continue
-                m.depth.event(ev)
-                if type(ev) is TradeExecuted:
-                    trades.append(ev)
+                if type(ev) in LEVEL_EVENTS:
+                    m.depth.event(ev)
+                    if isinstance(ev, TradeExecuted):
+                        trades.append(ev)
         if not touched:
             return
         exchange = self._exchange()
