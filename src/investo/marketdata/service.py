@@ -267,8 +267,13 @@ class MarketData:
 
     @staticmethod
     def _top(exchange: Exchange, symbol: str) -> tuple[Level | None, Level | None]:
-        bids, asks = exchange.matching(symbol).depth(1)
-        return (bids[0] if bids else None, asks[0] if asks else None)
+        """The best bid and ask as (price, lots): O(1) (``depth(1)`` would look at every level)."""
+        engine = exchange.matching(symbol)
+        bid, ask = engine.best_bid(), engine.best_ask()
+        return (
+            None if bid is None else (bid, engine.level(Side.BUY, bid)),
+            None if ask is None else (ask, engine.level(Side.SELL, ask)),
+        )
 
     # ------------------------------------------------------------------ the tick
 
