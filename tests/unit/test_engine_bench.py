@@ -55,3 +55,11 @@ def test_exchange_makes_the_same_trades_as_the_naive_book() -> None:
     renamed = [(flow_id[taker], flow_id[maker], price, qty) for taker, maker, price, qty in exchange.trades]
     assert len(naive.trades) > 500
     assert renamed == naive.trades
+
+
+def test_exchange_with_and_without_market_data_make_the_same_trades() -> None:
+    commands = engine_bench.exchange_commands(seeded_flow(3_000, seed=9))
+    with_md = engine_bench.run_exchange(commands)
+    without = engine_bench.run_exchange(commands, market_data=False)
+    assert len(with_md.trades) > 300
+    assert with_md.trades == without.trades

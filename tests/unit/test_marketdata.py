@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import orjson
 
@@ -22,6 +23,7 @@ from investo.core.messages import (
 )
 from investo.marketdata.builders import Candle, DepthBuilder, KlineBuilder
 from investo.marketdata.hub import Hub
+from investo.store.models import INTERVALS
 
 MARKET = Market("TATAINR", "TATA", "INR", notional_unit=5, lot_units=1, maker_fee_bps=10, taker_fee_bps=20)
 
@@ -167,6 +169,71 @@ def test_klines_roll_over_on_trades_and_on_the_tick() -> None:
     ]
     k.trade(180_000 + 700, 110, 1, 550, False, 5)  # the first trade opens the filled candle
     assert (k.current["1m"].open, k.current["1m"].low, k.current["1m"].first_id) == (110, 110, 5)
+
+
+class PerTradeKlines:
+    """The reference: every trade added to every interval's candle at once (KlineBuilder folds lazily)."""
+
+    def __init__(self, grace_ms: int) -> None:
+        self.grace_ms = grace_ms
+        self.current: dict[str, Candle] = {}
+        self.dirty: set[str] = set()
+
+    def trade(
+        self, ts: int, price: int, qty: int, quote: int, buy: bool, trade_id: int
+    ) -> list[tuple[str, Candle]]:
+        closed = []
+        for interval, length in INTERVALS.items():
+            candle = self.current.get(interval)
+            open_time = ts - ts % length
+            if candle is None or open_time > candle.open_time:
+                if candle is not None:
+                    closed.append((interval, replace(candle)))
+                candle = self.current[interval] = Candle.empty(open_time, length, price)
+            candle.add(price, qty, quote, buy, trade_id)
+        self.dirty.update(INTERVALS)
+        return closed
+
+    def tick(self, now: int) -> tuple[list[tuple[str, Candle]], list[tuple[str, Candle]]]:
+        closed, opened = [], []
+        for interval, candle in list(self.current.items()):
+            if now > candle.close_time + self.grace_ms:
+                length = INTERVALS[interval]
+                fresh = self.current[interval] = Candle.empty(now - now % length, length, candle.close)
+                self.dirty.discard(interval)
+                closed.append((interval, replace(candle)))
+                opened.append((interval, replace(fresh)))
+        return closed, opened
+
+    def take_dirty(self) -> list[tuple[str, Candle]]:
+        out = sorted((i, replace(self.current[i])) for i in self.dirty)
+        self.dirty.clear()
+        return out
+
+
+def copies(candles: list[tuple[str, Candle]]) -> list[tuple[str, Candle]]:
+    return [(interval, replace(candle)) for interval, candle in candles]
+
+
+def test_klines_fold_trades_as_adding_each_to_every_interval() -> None:
+    rng = random.Random(3)
+    lazy, reference = KlineBuilder(grace_ms=500), PerTradeKlines(grace_ms=500)
+    ts = 1_767_225_600_000 - 5_000
+    for trade_id in range(1, 20_000):
+        ts += rng.choice((0, 0, 1, 7, 900, 30_000, 200_000)) - (700 if rng.random() < 0.02 else 0)
+        price, qty, buy = rng.randint(90, 110), rng.randint(1, 9), rng.random() < 0.5
+        args = (ts, price, qty, price * qty * 5, buy, trade_id)
+        assert copies(lazy.trade(*args)) == reference.trade(*args)
+        r = rng.random()
+        if r < 0.05:
+            assert sorted(copies(lazy.take_dirty())) == reference.take_dirty()
+        elif r < 0.07:
+            now = ts + rng.randint(0, 120_000)
+            closed, opened = lazy.tick(now)
+            assert (copies(closed), copies(opened)) == reference.tick(now)
+        elif r < 0.08:
+            assert lazy.current == reference.current
+    assert lazy.current == reference.current
 
 
 def test_kline_from_exchange_trades() -> None:

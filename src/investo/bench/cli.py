@@ -91,19 +91,37 @@ def engine(
 @app.command()
 def exchange(
     flow: Annotated[Path, typer.Option(help=FLOW_HELP)],
-    repeat: Annotated[int, typer.Option(min=1, help="Runs; the best is reported.")] = 1,
+    repeat: Annotated[int, typer.Option(min=1, help="Runs of each kind; the best of each is reported.")] = 1,
 ) -> None:
-    """The flow through the whole in-process exchange: accounts and matching, 1,000 funded users."""
+    """The flow through the whole in-process exchange, 1,000 funded users: accounts, matching and
+    the market-data builders (depth diffs, best bid/ask, candles, rolling day); then without market data."""
     lines = _load(flow)
     commands = engine_bench.exchange_commands(lines)
+    del lines
     n = len(commands)
-    runs = []
+    full: list[float] = []  # seconds of each run with market data
+    bare: list[float] = []  # and without
+    first: list[tuple[int, int, int, int]] | None = None  # the first run's trades; later runs are compared
+    differ = False
     for _ in range(repeat):
-        with _progress("exchange", n) as progress:
-            runs.append(engine_bench.run_exchange(commands, progress))
-    best = min(runs, key=lambda run: run.seconds)
-    typer.echo(f"commands_per_sec={best.rate(n):.0f} trades={len(best.trades)}")
+        for label, market_data, seconds in (
+            ("exchange + market data", True, full),
+            ("exchange alone", False, bare),
+        ):
+            with _progress(label, n) as progress:
+                run = engine_bench.run_exchange(commands, progress, market_data=market_data)
+            seconds.append(run.seconds)
+            if first is None:
+                first = run.trades
+            differ |= run.trades != first
+            del run  # one run's exchange and trades at a time (plus the first run's trades)
+    typer.echo(
+        f"commands_per_sec={n / min(full):.0f} trades={len(first or [])} (accounts + matching + market data)"
+    )
+    typer.echo(f"no_market_data_commands_per_sec={n / min(bare):.0f} (accounts + matching)")
     typer.echo(f"commands={n} users={engine_bench.USERS} repeat={repeat} peak_rss_mb={_peak_rss_mb()}")
+    if differ:
+        typer.echo("warning: the runs made different trades", err=True)
 
 
 @app.command()

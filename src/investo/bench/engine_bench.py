@@ -16,6 +16,7 @@ import gc
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ from investo.core.messages import (
     TimeInForce,
     TradeExecuted,
 )
+from investo.host import Applied
+from investo.marketdata.service import MarketData
+from investo.markets import MarketSpec
 
 SYMBOL = "BENCH"
 BENCH_MARKET = Market(SYMBOL, "BASE", "QUOTE", notional_unit=1, lot_units=1)
@@ -143,46 +147,105 @@ def write_trades(path: Path, trades: Sequence[tuple[int, int, int, int]]) -> Non
 
 USERS = 1_000
 FUNDS = 10**15  # of each asset per user: enough for every order of the flow
+BATCH = 512  # commands per applied batch: investo.host.EngineHost's default max_batch
+COMMANDS_PER_MS = 400  # the bench's clock: commands are stamped as if 400,000 arrive per second
+START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC, the first command's ts
+BENCH_MARKET_FEES = Market(
+    SYMBOL, "BASE", "QUOTE", notional_unit=1, lot_units=1, maker_fee_bps=10, taker_fee_bps=20
+)
+
+
+def bench_spec() -> MarketSpec:
+    """The bench market as the market-data service sees it (one tick, one lot: whole units)."""
+    one = Decimal(1)
+    return MarketSpec(
+        SYMBOL, "BASE", "QUOTE", 0, 0, one, one, one, Decimal(10**12), one, Decimal(10**9), Decimal(0),
+        10, 20, None, BENCH_MARKET_FEES,
+    )  # fmt: skip
 
 
 def exchange_setup() -> tuple[Exchange, list[Deposit]]:
-    market = Market(SYMBOL, "BASE", "QUOTE", notional_unit=1, lot_units=1, maker_fee_bps=10, taker_fee_bps=20)
     deposits = [Deposit(0, user, asset, FUNDS) for user in range(1, USERS + 1) for asset in ("BASE", "QUOTE")]
-    return Exchange([market]), deposits
+    return Exchange([BENCH_MARKET_FEES]), deposits
 
 
 def exchange_commands(flow: Sequence[FlowLine]) -> list[Command]:
-    """The flow as gateway commands of 1,000 users (user = id mod 1000 + 1).
+    """The flow as gateway commands of 1,000 users (user = id mod 1000 + 1), stamped by the bench clock.
 
-    The accounts engine numbers accepted orders 1, 2, 3, …; every order of the flow
-    is accepted (the users are funded for all of them), so a cancel can name the
-    order id its order will get, as a client that kept the id would.
+    Command ``i`` (from 0) has ``ts = START_MS + i // COMMANDS_PER_MS``, as the host
+    would stamp it if the commands arrived at 400,000/s, so candles open and close
+    as they would at that rate. The accounts engine numbers accepted orders 1, 2,
+    3, …; every order of the flow is accepted (the users are funded for all of
+    them), so a cancel can name the order id its order will get, as a client that
+    kept the id would.
     """
     commands: list[Command] = []
     order_ids: dict[int, int] = {}
-    for line in flow:
+    for i, line in enumerate(flow):
+        ts = START_MS + i // COMMANDS_PER_MS
         user = line.id % USERS + 1
         side = Side.BUY if line.buy else Side.SELL
         if line.op == "C":
-            commands.append(CancelOrder(0, user, SYMBOL, order_id=order_ids.get(line.id, 0)))
+            commands.append(CancelOrder(ts, user, SYMBOL, order_id=order_ids.get(line.id, 0)))
             continue
         order_ids[line.id] = len(order_ids) + 1
         if line.op == "L":
             commands.append(
-                PlaceOrder(0, user, SYMBOL, side, OrderType.LIMIT, TimeInForce.GTC, line.price, line.qty,
+                PlaceOrder(ts, user, SYMBOL, side, OrderType.LIMIT, TimeInForce.GTC, line.price, line.qty,
                            stp=StpMode.NONE)
             )  # fmt: skip
         else:
             commands.append(
-                PlaceOrder(0, user, SYMBOL, side, OrderType.MARKET, TimeInForce.IOC, 0, line.qty,
+                PlaceOrder(ts, user, SYMBOL, side, OrderType.MARKET, TimeInForce.IOC, 0, line.qty,
                            stp=StpMode.NONE)
             )  # fmt: skip
     return commands
 
 
-def run_exchange(commands: Sequence[Command], progress: Progress | None = None) -> Run:
-    """Feed every command to a funded in-process Exchange; time only the feeding."""
+def run_exchange(
+    commands: Sequence[Command], progress: Progress | None = None, market_data: bool = True
+) -> Run:
+    """Feed every command to a funded in-process Exchange; time only the feeding.
+
+    With ``market_data`` the commands go in batches of ``BATCH``, each command's
+    events wrapped in an :class:`~investo.host.Applied` as the host does, and each
+    batch is handed to the market-data service's listener
+    (:meth:`~investo.marketdata.service.MarketData.on_applied`) with no client
+    subscribed: depth diffs, best bid/ask, candles of every interval and the
+    rolling day are built as in ``investo up``; no stream message is formatted or
+    sent. Its once-a-second tick runs whenever the bench clock enters a new second.
+    """
     exchange, deposits = exchange_setup()
     for deposit in deposits:
         exchange.apply(deposit)
-    return _feed(exchange.apply, commands, progress)
+    if not market_data:
+        return _feed(exchange.apply, commands, progress)
+    clock = [START_MS]
+    service = MarketData({SYMBOL: bench_spec()}, lambda: clock[0])
+    service.attach(lambda: exchange)
+    apply = exchange.apply
+    trades: list[tuple[int, int, int, int]] = []
+    keep = trades.append
+    next_tick = START_MS + 1_000
+    seconds = 0.0
+    gc.collect()
+    for first in range(0, len(commands), BATCH):
+        last = min(first + BATCH, len(commands))
+        began = time.perf_counter()
+        batch = []
+        for offset in range(first, last):
+            command = commands[offset]
+            events = apply(command)
+            for event in events:
+                if type(event) is TradeExecuted:
+                    keep((event.taker_order_id, event.maker_order_id, event.price, event.qty))
+            batch.append(Applied(offset + 1, command, events))
+        clock[0] = now = commands[last - 1].ts
+        service.on_applied(batch)
+        if now >= next_tick:
+            service.tick(now)
+            next_tick = now - now % 1_000 + 1_000
+        seconds += time.perf_counter() - began
+        if progress:
+            progress(last - first)
+    return Run(seconds, trades)

@@ -37,7 +37,13 @@ stamped just before the boundary, still being committed, land in its own candle;
 a trade older than the current candle (later than the grace) is counted in the
 current candle (the stream only; SQL keeps it in its own interval).
 
-Costs: per trade O(intervals) = 8; per batch O(levels touched) for depth; tick
+Every interval is a whole number of minutes, so a trade is added once, to the
+run of its minute's trades, which is folded into the 8 candles when a trade of
+another minute comes or before the candles are read (the service reads them once
+per batch with trades): the same candles as adding each trade to each interval.
+
+Costs: per trade O(1), plus O(intervals) = 8 per fold (at most one per batch and
+minute); per batch O(levels touched) for depth; tick
 O(markets × intervals); the rolling day keeps at most 1,440 one-minute candles
 per market and is summed O(1,440) at most once per tick per traded market.
 """
@@ -81,6 +87,10 @@ class DepthDiff:
     asks: list[tuple[int, int]]
 
 
+LEVEL_EVENTS: Final = frozenset({TradeExecuted, OrderRested, OrderCanceled, OrderExpired})
+"""The kinds of event that may change a level; :meth:`DepthBuilder.event` ignores the others."""
+
+
 class DepthBuilder:
     """Changed levels of one market between diffs; see the module docstring."""
 
@@ -101,18 +111,11 @@ class DepthBuilder:
         (self._bids if side == BUY else self._asks).add(price)
 
     def event(self, ev: Event) -> None:
-        """Note the level an event changes, if any."""
-        kind = type(ev)
-        if kind is TradeExecuted:
-            assert isinstance(ev, TradeExecuted)
+        """Note the level an event changes, if any (only the kinds in ``LEVEL_EVENTS`` may)."""
+        if isinstance(ev, TradeExecuted):
             (self._asks if ev.taker_side == BUY else self._bids).add(ev.price)
-        elif kind is OrderRested or kind is OrderCanceled:
-            assert isinstance(ev, OrderRested | OrderCanceled)
+        elif isinstance(ev, OrderRested | OrderCanceled) or (isinstance(ev, OrderExpired) and ev.was_resting):
             (self._bids if ev.side == BUY else self._asks).add(ev.price)
-        elif kind is OrderExpired:
-            assert isinstance(ev, OrderExpired)
-            if ev.was_resting:
-                (self._bids if ev.side == BUY else self._asks).add(ev.price)
 
     @property
     def changed(self) -> bool:
@@ -180,44 +183,99 @@ class Candle:
             self.first_id = trade_id
         self.last_id = trade_id
 
+    def merge(self, later: Candle) -> None:
+        """Count ``later``'s trades, all made after this candle's: as ``add`` of each of them."""
+        if self.trades == 0 and self.volume == 0:  # an empty (filled) candle: its first trade opens it
+            self.open = self.high = self.low = later.open
+        if later.high > self.high:
+            self.high = later.high
+        if later.low < self.low:
+            self.low = later.low
+        self.close = later.close
+        self.volume += later.volume
+        self.quote_volume += later.quote_volume
+        self.trades += later.trades
+        self.taker_buy_volume += later.taker_buy_volume
+        self.taker_buy_quote += later.taker_buy_quote
+        if self.first_id < 0:
+            self.first_id = later.first_id
+        self.last_id = later.last_id
 
-@dataclass(slots=True)
+
 class KlineBuilder:
-    """The current candle of every interval of one market; see the module docstring."""
+    """The current candle of every interval of one market; see the module docstring.
 
-    grace_ms: int = 500
-    current: dict[str, Candle] = field(default_factory=dict)
-    dirty: set[str] = field(default_factory=set)
+    Every interval is a whole number of minutes, aligned on the epoch, so the trades
+    of one minute fall in the same candle of every interval. A trade is therefore
+    added once, to ``_run``: the candle of the trades not yet counted in the
+    intervals' candles, all of one minute. The run is folded into all 8 candles
+    when a trade of another minute arrives and before anything reads them
+    (``current``, ``take_dirty``, ``tick``, ``seed``): 1 candle update per trade
+    plus 8 per fold instead of 8 per trade, with the same candles as adding each
+    trade to each interval.
+    """
+
+    __slots__ = ("_current", "_run", "dirty", "grace_ms")
+
+    def __init__(self, grace_ms: int = 500) -> None:
+        self.grace_ms = grace_ms
+        self._current: dict[str, Candle] = {}
+        self._run: Candle | None = None  # trades of one minute not yet in _current's candles
+        self.dirty: set[str] = set()  # intervals whose candle trades changed since take_dirty
+
+    @property
+    def current(self) -> dict[str, Candle]:
+        """The current candle of each interval, every trade so far counted."""
+        self._fold()
+        return self._current
 
     def seed(self, interval: str, candle: Candle) -> None:
-        self.current[interval] = candle
+        self._fold()
+        self._current[interval] = candle
 
     def trade(
         self, ts: int, price: int, qty: int, quote: int, taker_buy: bool, trade_id: int
     ) -> list[tuple[str, Candle]]:
         """Count one trade; return the candles it closed, (interval, candle), to send with x=true."""
+        minute = ts - ts % MINUTE_MS
+        run = self._run
+        if run is not None and run.open_time == minute:  # most trades: the same minute as the last
+            run.add(price, qty, quote, taker_buy, trade_id)
+            return []
+        self._fold()
         closed: list[tuple[str, Candle]] = []
-        current = self.current
+        current = self._current
         for interval, length in INTERVALS.items():
             candle = current.get(interval)
             open_time = ts - ts % length
             if candle is None or open_time > candle.open_time:
                 if candle is not None:
                     closed.append((interval, candle))
-                candle = current[interval] = Candle.empty(open_time, length, price)
-            candle.add(price, qty, quote, taker_buy, trade_id)
-        self.dirty.update(INTERVALS)
+                current[interval] = Candle.empty(open_time, length, price)
+        run = self._run = Candle.empty(minute, MINUTE_MS, price)
+        run.add(price, qty, quote, taker_buy, trade_id)
         return closed
+
+    def _fold(self) -> None:
+        """Count the run's trades in every interval's candle (each opened by trade() already)."""
+        run = self._run
+        if run is None:
+            return
+        self._run = None
+        for candle in self._current.values():
+            candle.merge(run)
+        self.dirty.update(INTERVALS)
 
     def tick(self, now: int) -> tuple[list[tuple[str, Candle]], list[tuple[str, Candle]]]:
         """Close candles whose interval is over; return (closed, opened empty)."""
+        self._fold()
         closed: list[tuple[str, Candle]] = []
         opened: list[tuple[str, Candle]] = []
-        for interval, candle in list(self.current.items()):
+        for interval, candle in list(self._current.items()):
             if now > candle.close_time + self.grace_ms:
                 length = INTERVALS[interval]
                 fresh = Candle.empty(now - now % length, length, candle.close)
-                self.current[interval] = fresh
+                self._current[interval] = fresh
                 self.dirty.discard(interval)
                 closed.append((interval, candle))
                 opened.append((interval, fresh))
@@ -225,7 +283,8 @@ class KlineBuilder:
 
     def take_dirty(self) -> list[tuple[str, Candle]]:
         """Candles changed by trades since the last call (each sent once per batch)."""
-        out = [(i, self.current[i]) for i in self.dirty if i in self.current]
+        self._fold()
+        out = [(i, self._current[i]) for i in self.dirty if i in self._current]
         self.dirty.clear()
         return out
 

@@ -49,6 +49,7 @@ from investo.core.messages import Side, TradeExecuted
 from investo.host import Applied
 from investo.marketdata.builders import (
     DAY_MS,
+    LEVEL_EVENTS,
     Candle,
     DayStats,
     DepthBuilder,
@@ -176,16 +177,24 @@ class MarketData:
             return
         markets = self._markets
         touched: dict[str, list[TradeExecuted]] = {}
+        # The events of one command are all about one market: look it up when it changes.
+        market: str | None = None
+        m: _Market | None = None
+        trades: list[TradeExecuted] = []
         for applied in batch:
             for ev in applied.events:
-                market = getattr(ev, "market", None)
-                m = markets.get(market) if market is not None else None
+                ev_market = getattr(ev, "market", None)
+                if ev_market != market:
+                    market = ev_market
+                    m = markets.get(market) if market is not None else None
+                    if m is not None:
+                        trades = touched.setdefault(m.spec.symbol, [])
                 if m is None:
                     continue
-                trades = touched.setdefault(m.spec.symbol, [])
-                m.depth.event(ev)
-                if type(ev) is TradeExecuted:
-                    trades.append(ev)
+                if type(ev) in LEVEL_EVENTS:
+                    m.depth.event(ev)
+                    if isinstance(ev, TradeExecuted):
+                        trades.append(ev)
         if not touched:
             return
         exchange = self._exchange()
@@ -217,7 +226,8 @@ class MarketData:
 
     def _publish_depth(self, m: _Market, diff: DepthDiff, now: int) -> None:
         """One diff on ``<sym>@depth`` and ``@depth@100ms`` (``investo marketdata`` overrides it)."""
-        self.hub.publish_many(m.depth_streams, depth_diff_json(m.spec, diff, now))
+        if any(self.hub.wants(s) for s in m.depth_streams):
+            self.hub.publish_many(m.depth_streams, depth_diff_json(m.spec, diff, now))
 
     def depth_position(self, symbol: str) -> int:
         """The ``u`` of ``symbol``'s last diff: its book, read between batches, is the book at this id."""
@@ -257,8 +267,13 @@ class MarketData:
 
     @staticmethod
     def _top(exchange: Exchange, symbol: str) -> tuple[Level | None, Level | None]:
-        bids, asks = exchange.matching(symbol).depth(1)
-        return (bids[0] if bids else None, asks[0] if asks else None)
+        """The best bid and ask as (price, lots): O(1) (``depth(1)`` would look at every level)."""
+        engine = exchange.matching(symbol)
+        bid, ask = engine.best_bid(), engine.best_ask()
+        return (
+            None if bid is None else (bid, engine.level(Side.BUY, bid)),
+            None if ask is None else (ask, engine.level(Side.SELL, ask)),
+        )
 
     # ------------------------------------------------------------------ the tick
 
