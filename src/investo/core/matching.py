@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -131,18 +132,51 @@ class MatchingEngine:
 
     def apply(self, record: MatchingRecord) -> list[MatchingEvent]:
         """Apply one record; return the events it caused, in order."""
+        events: list[MatchingEvent] = []
         if type(record) is OrderAccepted:
-            return self.place(record)
-        if type(record) is CancelOrder:
-            return self.cancel(record)
-        if type(record) is CancelAll:
-            return self.cancel_all(record)
-        raise TypeError(f"not a matching record: {type(record).__name__}")
+            self._place(record, events)
+        elif type(record) is CancelOrder:
+            self._cancel(record, events)
+        elif type(record) is CancelAll:
+            self._cancel_all(record, events)
+        else:
+            raise TypeError(f"not a matching record: {type(record).__name__}")
+        return events
+
+    def apply_batch(self, records: Iterable[MatchingRecord]) -> list[MatchingEvent]:
+        """Apply records in order; return the events of all of them, in order, in one list.
+
+        The same events, numbered the same, as ``apply`` on each record in turn,
+        without a call and a list per record.
+        """
+        events: list[MatchingEvent] = []
+        place, cancel = self._place, self._cancel
+        for record in records:
+            if type(record) is OrderAccepted:
+                place(record, events)
+            elif type(record) is CancelOrder:
+                cancel(record, events)
+            elif type(record) is CancelAll:
+                self._cancel_all(record, events)
+            else:
+                raise TypeError(f"not a matching record: {type(record).__name__}")
+        return events
 
     def place(self, rec: OrderAccepted) -> list[MatchingEvent]:
-        """Match an accepted order, then rest, expire or finish it: what ``apply`` does with one."""
+        """What ``apply`` does with an ``OrderAccepted``."""
         events: list[MatchingEvent] = []
-        if rec.client_order_id or rec.market != self._symbol or rec.order_id in self._orders:
+        self._place(rec, events)
+        return events
+
+    def _place(self, rec: OrderAccepted, events: list[MatchingEvent]) -> None:
+        """Match an accepted order, then rest, expire or finish it, appending its events.
+
+        The common case, a GTC limit order that rests without crossing, is one
+        straight path: three dict operations (the open-id check, its level, its
+        entry), a deque append and one event.
+        """
+        order_id = rec.order_id
+        if rec.client_order_id or rec.market != self._symbol or order_id in self._orders:
             code = self._refusal(rec)
             if code is not None:
                 return self._reject(rec, code, events)
@@ -161,14 +195,13 @@ class MatchingEngine:
                 return self._expire_taker(rec, qty, ExpireReason.FOK_UNFILLABLE, events)
             qty, stopped = self._take(rec, opposite, -key, qty, 0, events)
             if qty == 0:
-                return events
+                return None
             if stopped is not None:
                 return self._expire_taker(rec, qty, stopped, events)
         if rec.tif != GTC:
             reason = ExpireReason.FOK_UNFILLABLE if rec.tif == FOK else ExpireReason.IOC_REMAINDER
             return self._expire_taker(rec, qty, reason, events)
         # Rest what is left at the back of its level.
-        order_id = rec.order_id
         level = own.levels.get(key)
         if level is None:
             own.open_level(key, order_id, qty)
@@ -180,9 +213,9 @@ class MatchingEngine:
             self._by_client[f"{rec.user}:{rec.client_order_id}"] = order_id
         self.seq = seq = self.seq + 1
         events.append(OrderRested(seq, rec.ts, self._symbol, order_id, rec.user, rec.side, rec.price, qty))
-        return events
+        return None
 
-    def _place_market(self, rec: OrderAccepted, events: list[MatchingEvent]) -> list[MatchingEvent]:
+    def _place_market(self, rec: OrderAccepted, events: list[MatchingEvent]) -> None:
         """A market order: take what the book offers, up to its lots or budget; the rest expires."""
         qty = rec.qty
         if qty <= 0:  # only a market buy by quote amount may come without lots
@@ -195,7 +228,7 @@ class MatchingEngine:
         if opposite.heap:
             qty, stopped = self._take(rec, opposite, UNBOUNDED, qty, budget, events)
             if qty == 0:
-                return events
+                return None
         return self._expire_taker(rec, qty, stopped or ExpireReason.NO_LIQUIDITY, events)
 
     def _refusal(self, rec: OrderAccepted) -> RejectCode | None:
@@ -348,23 +381,29 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ cancels
 
-    def cancel(self, rec: CancelOrder) -> list[MatchingEvent]:
-        """Take one open order off the book, or say why not: what ``apply`` does with a ``CancelOrder``."""
+    def _cancel(self, rec: CancelOrder, events: list[MatchingEvent]) -> None:
+        """Take one open order off the book, or say why not."""
         order_id = rec.order_id
         if not order_id and rec.client_order_id:
             order_id = self._by_client.get(f"{rec.user}:{rec.client_order_id}", 0)
         entry = self._orders.get(order_id)
         if entry is None or entry[1] != rec.user:
-            return self._reject_cancel(rec, UNKNOWN_ORDER if entry is None else RejectCode.NOT_OWNER)
-        return [self._remove_resting(order_id, entry, rec.ts, BY_USER)]
+            code = UNKNOWN_ORDER if entry is None else RejectCode.NOT_OWNER
+            self.seq = seq = self.seq + 1
+            events.append(
+                CancelRejected(seq, rec.ts, rec.market, rec.user, rec.order_id, rec.client_order_id, code)
+            )
+            return
+        events.append(self._remove_resting(order_id, entry, rec.ts, BY_USER))
 
-    def cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
+    def _cancel_all(self, rec: CancelAll, events: list[MatchingEvent]) -> None:
         """Cancel every open order of the user in this market, oldest id first."""
         mine = sorted(oid for oid, entry in self._orders.items() if entry[1] == rec.user)
         if not mine:
             self.seq += 1
-            return [CancelRejected(self.seq, rec.ts, rec.market, rec.user, 0, "", UNKNOWN_ORDER)]
-        return [self._remove_resting(oid, self._orders[oid], rec.ts, CancelReason.CANCEL_ALL) for oid in mine]
+            events.append(CancelRejected(self.seq, rec.ts, rec.market, rec.user, 0, "", UNKNOWN_ORDER))
+        for oid in mine:
+            events.append(self._remove_resting(oid, self._orders[oid], rec.ts, CancelReason.CANCEL_ALL))
 
     def _remove_resting(self, order_id: int, entry: Entry, ts: int, reason: CancelReason) -> OrderCanceled:
         """Take an open order off the book (lazily: its id stays queued until skipped)."""
@@ -395,24 +434,15 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _reject(
-        self, rec: OrderAccepted, code: RejectCode, events: list[MatchingEvent]
-    ) -> list[MatchingEvent]:
+    def _reject(self, rec: OrderAccepted, code: RejectCode, events: list[MatchingEvent]) -> None:
         self.seq += 1
         events.append(
             OrderRejected(self.seq, rec.ts, rec.market, rec.order_id, rec.user, rec.client_order_id, code)
         )
-        return events
-
-    def _reject_cancel(self, rec: CancelOrder, code: RejectCode) -> list[MatchingEvent]:
-        self.seq += 1
-        return [
-            CancelRejected(self.seq, rec.ts, rec.market, rec.user, rec.order_id, rec.client_order_id, code)
-        ]
 
     def _expire_taker(
         self, rec: OrderAccepted, qty: int, reason: ExpireReason, events: list[MatchingEvent]
-    ) -> list[MatchingEvent]:
+    ) -> None:
         if qty == UNBOUNDED:
             qty = 0  # a market buy by quote amount has no lot count of its own
         self.seq += 1
@@ -422,7 +452,6 @@ class MatchingEngine:
                 reason, False,
             )
         )  # fmt: skip
-        return events
 
     # ------------------------------------------------------------------ queries
 
