@@ -2,7 +2,10 @@
 
 Input records: ``OrderAccepted`` (funds already reserved), ``CancelOrder``,
 ``CancelAll``. Output: the list of events each record causes, numbered by
-``seq`` (per market, +1 per event, never reused).
+``seq`` (per market, +1 per event, never reused). ``apply`` takes one record;
+``apply_batch`` takes many and returns the events of all of them in one list,
+exactly those ``apply`` would give record by record, without a call and a list
+per record.
 
 Ordering invariant
 ------------------
@@ -147,7 +150,9 @@ class MatchingEngine:
         """Apply records in order; return the events of all of them, in order, in one list.
 
         The same events, numbered the same, as ``apply`` on each record in turn,
-        without a call and a list per record.
+        without a call and a list per record. A record that is not a matching
+        record raises ``TypeError`` with the records before it applied and their
+        events lost: pass matching records only.
         """
         events: list[MatchingEvent] = []
         place, cancel = self._place, self._cancel
