@@ -27,6 +27,8 @@ from investo.core.markets import Market, buy_reservation
 from investo.core.matching import MatchingEngine
 from investo.core.messages import (
     CancelOrder,
+    MatchingEvent,
+    MatchingRecord,
     OrderAccepted,
     OrderType,
     Side,
@@ -75,11 +77,11 @@ def test_generated_flows_give_the_reference_events(flow) -> None:
     run_both(market, records)
 
 
-def assert_batches_match_one_by_one(market: Market, records: list, cuts: list[int]) -> None:
+def assert_batches_match_one_by_one(market: Market, records: list[MatchingRecord], cuts: list[int]) -> None:
     """``apply_batch`` on the pieces between ``cuts`` gives what ``apply`` gives record by record."""
     one_by_one, batched = MatchingEngine(market), MatchingEngine(market)
     want = [event for rec in records for event in one_by_one.apply(rec)]
-    got = []
+    got: list[MatchingEvent] = []
     for start, end in zip([0, *cuts], [*cuts, len(records)], strict=True):
         got.extend(batched.apply_batch(records[start:end]))
     assert got == want
@@ -88,7 +90,9 @@ def assert_batches_match_one_by_one(market: Market, records: list, cuts: list[in
 
 @settings(max_examples=100, deadline=None)
 @given(flow=flows(max_ops=80), data=st.data())
-def test_a_batch_gives_the_events_of_its_records_applied_one_by_one(flow, data) -> None:
+def test_a_batch_gives_the_events_of_its_records_applied_one_by_one(
+    flow: tuple[Market, list[MatchingRecord]], data: st.DataObject
+) -> None:
     market, records = flow
     cuts = sorted(data.draw(st.lists(st.integers(0, len(records)), max_size=3)))
     assert_batches_match_one_by_one(market, records, cuts)
