@@ -90,12 +90,21 @@ BY_USER = CancelReason.USER
 COMPACT_SLACK = 1024  # dead queued ids tolerated beyond twice the open orders
 UNBOUNDED = 1 << 62  # a limit key that every level crosses; lots "as many as affordable"
 
-# An open order: (lots left, user, key, client_order_id). The key is the order's
-# level key on its own side (see investo.core.book): minus the price for a bid,
-# the price for an ask, so it gives both the side (a bid's key is negative) and
-# the price. Plain ints and a str only: the garbage collector stops tracking the
-# tuple after its first pass (an enum member would keep it tracked).
-Entry = tuple[int, int, int, str]
+
+class Resting(msgspec.Struct, gc=False):
+    """What the engine keeps of an open order, under its id; ``qty`` shrinks in place with each fill.
+
+    ``key`` is the order's level key on its own side (see investo.core.book): minus
+    the price for a bid, the price for an ask, so it gives both the side (a bid's
+    key is negative) and the price. Plain ints and a str only, so the struct is
+    never tracked by the garbage collector (``gc=False``; no reference cycle can
+    pass through it): a resting order costs the collector nothing.
+    """
+
+    qty: int
+    user: int
+    key: int
+    client_order_id: str
 
 
 def side_of(key: int) -> Side:
@@ -126,7 +135,7 @@ class MatchingEngine:
         self._asks = BookSide(1)
         self._sides = (self._bids, self._asks)  # indexed by Side
         self._books = ((self._bids, self._asks), (self._asks, self._bids))  # Side -> (own, opposite)
-        self._orders: dict[int, Entry] = {}  # open order id -> its entry
+        self._orders: dict[int, Resting] = {}  # open order id -> its entry
         self._by_client: dict[str, int] = {}  # "user:client_order_id" -> open order id
         self._dead = 0  # lazily cancelled ids still sitting in queues (an upper bound)
         self._compact_at = COMPACT_SLACK  # compact the queues when _dead exceeds this
@@ -213,7 +222,7 @@ class MatchingEngine:
         else:
             level.append(order_id)
             level.lots += qty
-        self._orders[order_id] = (qty, rec.user, key, rec.client_order_id)
+        self._orders[order_id] = Resting(qty, rec.user, key, rec.client_order_id)
         if rec.client_order_id:
             self._by_client[f"{rec.user}:{rec.client_order_id}"] = order_id
         self.seq = seq = self.seq + 1
@@ -276,7 +285,7 @@ class MatchingEngine:
                 if entry is None:  # lazily cancelled
                     level.popleft()
                     continue
-                maker_qty, maker_user, _, maker_client_id = entry
+                maker_qty, maker_user = entry.qty, entry.user
                 if maker_user == user and stp:
                     if stp == EXPIRE_TAKER:
                         stopped = ExpireReason.SELF_TRADE
@@ -312,11 +321,11 @@ class MatchingEngine:
                 if fill == maker_qty:
                     level.popleft()
                     del orders[maker]
-                    if maker_client_id:
-                        del self._by_client[f"{maker_user}:{maker_client_id}"]
+                    if entry.client_order_id:
+                        del self._by_client[f"{maker_user}:{entry.client_order_id}"]
                     events.append(OrderFilled(seq + 2, ts, symbol, maker, maker_user))
                 else:
-                    orders[maker] = (maker_qty - fill, maker_user, key, maker_client_id)
+                    entry.qty = maker_qty - fill
                     events.append(
                         OrderPartiallyFilled(seq + 2, ts, symbol, maker, maker_user, maker_qty - fill)
                     )
@@ -343,9 +352,9 @@ class MatchingEngine:
         self.last_trade_id = trade_id
         return qty, stopped
 
-    def _expire_resting(self, order_id: int, entry: Entry, ts: int, events: list[MatchingEvent]) -> None:
+    def _expire_resting(self, order_id: int, entry: Resting, ts: int, events: list[MatchingEvent]) -> None:
         """Expire a resting order by self-trade prevention (its level is the caller's)."""
-        qty, user, key, client_order_id = entry
+        qty, user, key, client_order_id = entry.qty, entry.user, entry.key, entry.client_order_id
         del self._orders[order_id]
         if client_order_id:
             del self._by_client[f"{user}:{client_order_id}"]
@@ -375,9 +384,9 @@ class MatchingEngine:
                     return True
                 continue
             for order_id in side.orders_at(key, self._orders):
-                lots, user, _, _ = self._orders[order_id]
-                if user != rec.user:
-                    qty -= lots
+                entry = self._orders[order_id]
+                if entry.user != rec.user:
+                    qty -= entry.qty
                     if qty <= 0:
                         return True
                 elif rec.stp != StpMode.EXPIRE_MAKER:
@@ -392,7 +401,7 @@ class MatchingEngine:
         if not order_id and rec.client_order_id:
             order_id = self._by_client.get(f"{rec.user}:{rec.client_order_id}", 0)
         entry = self._orders.get(order_id)
-        if entry is None or entry[1] != rec.user:
+        if entry is None or entry.user != rec.user:
             code = UNKNOWN_ORDER if entry is None else RejectCode.NOT_OWNER
             self.seq = seq = self.seq + 1
             events.append(
@@ -403,16 +412,16 @@ class MatchingEngine:
 
     def _cancel_all(self, rec: CancelAll, events: list[MatchingEvent]) -> None:
         """Cancel every open order of the user in this market, oldest id first."""
-        mine = sorted(oid for oid, entry in self._orders.items() if entry[1] == rec.user)
+        mine = sorted(oid for oid, entry in self._orders.items() if entry.user == rec.user)
         if not mine:
             self.seq += 1
             events.append(CancelRejected(self.seq, rec.ts, rec.market, rec.user, 0, "", UNKNOWN_ORDER))
         for oid in mine:
             events.append(self._remove_resting(oid, self._orders[oid], rec.ts, CancelReason.CANCEL_ALL))
 
-    def _remove_resting(self, order_id: int, entry: Entry, ts: int, reason: CancelReason) -> OrderCanceled:
+    def _remove_resting(self, order_id: int, entry: Resting, ts: int, reason: CancelReason) -> OrderCanceled:
         """Take an open order off the book (lazily: its id stays queued until skipped)."""
-        qty, user, key, client_order_id = entry
+        qty, user, key, client_order_id = entry.qty, entry.user, entry.key, entry.client_order_id
         del self._orders[order_id]
         if client_order_id:
             del self._by_client[f"{user}:{client_order_id}"]
@@ -487,8 +496,8 @@ class MatchingEngine:
         entry = self._orders.get(order_id)
         if entry is None:
             return None
-        qty, user, key, client_order_id = entry
-        return OpenOrder(order_id, user, side_of(key), abs(key), qty, client_order_id)
+        key = entry.key
+        return OpenOrder(order_id, entry.user, side_of(key), abs(key), entry.qty, entry.client_order_id)
 
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in book order: bids best first, then asks."""
@@ -528,13 +537,19 @@ class MatchingEngine:
         engine.seq = state["seq"]
         engine.last_trade_id = state["last_trade_id"]
         for order_id, user, side, price, qty, client_order_id in state["orders"]:
-            book = engine._sides[Side(side)]
-            key = book.sign * price
-            book.add(key, order_id, qty)
-            engine._orders[order_id] = (qty, user, key, client_order_id)
-            if client_order_id:
-                engine._by_client[f"{user}:{client_order_id}"] = order_id
+            engine.load_order(order_id, user, Side(side), price, qty, client_order_id)
         return engine
+
+    def load_order(
+        self, order_id: int, user: int, side: Side, price: int, qty: int, client_order_id: str
+    ) -> None:
+        """Put an open order at the back of its level, without matching or events (restore, rebuild)."""
+        book = self._sides[side]
+        key = book.sign * price
+        book.add(key, order_id, qty)
+        self._orders[order_id] = Resting(qty, user, key, client_order_id)
+        if client_order_id:
+            self._by_client[f"{user}:{client_order_id}"] = order_id
 
     def state_hash(self) -> str:
         return hashlib.sha256(self.snapshot()).hexdigest()
