@@ -20,12 +20,15 @@ from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from investo.core.markets import Market, buy_reservation
 from investo.core.matching import MatchingEngine
 from investo.core.messages import (
     CancelOrder,
+    MatchingEvent,
+    MatchingRecord,
     OrderAccepted,
     OrderType,
     Side,
@@ -72,6 +75,27 @@ def run_both(market: Market, records: list) -> tuple[MatchingEngine, ReferenceEn
 def test_generated_flows_give_the_reference_events(flow) -> None:
     market, records = flow
     run_both(market, records)
+
+
+def assert_batches_match_one_by_one(market: Market, records: list[MatchingRecord], cuts: list[int]) -> None:
+    """``apply_batch`` on the pieces between ``cuts`` gives what ``apply`` gives record by record."""
+    one_by_one, batched = MatchingEngine(market), MatchingEngine(market)
+    want = [event for rec in records for event in one_by_one.apply(rec)]
+    got: list[MatchingEvent] = []
+    for start, end in zip([0, *cuts], [*cuts, len(records)], strict=True):
+        got.extend(batched.apply_batch(records[start:end]))
+    assert got == want
+    assert batched.snapshot() == one_by_one.snapshot()
+
+
+@settings(max_examples=100, deadline=None)
+@given(flow=flows(max_ops=80), data=st.data())
+def test_a_batch_gives_the_events_of_its_records_applied_one_by_one(
+    flow: tuple[Market, list[MatchingRecord]], data: st.DataObject
+) -> None:
+    market, records = flow
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(records)), max_size=3)))
+    assert_batches_match_one_by_one(market, records, cuts)
 
 
 # ---------------------------------------------------------------------- (b) benchmark flow
@@ -128,3 +152,9 @@ def test_benchmark_flow_gives_the_reference_events(users: int | None) -> None:
     records = bench_records(20_000, seed=1, users=users)
     engine, _, trades = run_both(BENCH_MARKET, records)
     assert trades > 1_000 and engine.open_orders(), "the flow should trade a lot and leave a book"
+
+
+@pytest.mark.parametrize("users", [None, 5], ids=["user-per-order", "five-users-with-stp"])
+def test_benchmark_flow_in_batches_gives_the_events_of_one_by_one(users: int | None) -> None:
+    records = bench_records(20_000, seed=1, users=users)
+    assert_batches_match_one_by_one(BENCH_MARKET, records, list(range(512, len(records), 512)))

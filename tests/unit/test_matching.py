@@ -25,6 +25,7 @@ from investo.core.messages import (
     CancelReason,
     CancelRejected,
     ExpireReason,
+    MatchingRecord,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -948,3 +949,24 @@ def test_depth_best_prices_and_open_orders(ex: Both) -> None:
     assert ex.engine.open_order(2) is None and ex.engine.order_id_for(1, "b") is None
     first = ex.engine.open_orders()[0]
     assert (first.order_id, first.qty, first.client_order_id) == (3, 2, "")
+
+
+# ------------------------------------------------------------------------------ batches
+
+
+def test_apply_batch_numbers_the_events_of_its_records_in_order() -> None:
+    one_by_one, batched = MatchingEngine(MKT), MatchingEngine(MKT)
+    records: list[MatchingRecord] = [
+        sell(1, 101, 5), buy(2, 101, 2, user=2), cancel(1, 1), cancel(1, 1), cancel_all(2),
+    ]  # fmt: skip
+    want = [event for rec in records for event in one_by_one.apply(rec)]
+    got = batched.apply_batch(records)
+    assert got == want and [e.seq for e in got] == list(range(1, len(got) + 1))
+    assert batched.apply_batch([]) == []
+
+
+def test_apply_batch_refuses_a_record_that_is_not_for_matching() -> None:
+    engine = MatchingEngine(MKT)
+    with pytest.raises(TypeError, match="not a matching record: str"):
+        engine.apply_batch([sell(1, 101, 5), "nonsense"])  # type: ignore[list-item]
+    assert engine.best_ask() == 101  # the records before it stay applied

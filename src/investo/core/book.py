@@ -21,7 +21,8 @@ taker at limit ``L`` crosses every level whose key is ``<= L`` (asks) or
 
 Orders themselves live in the matching engine's int-keyed dict, so a resting
 order costs no garbage-collected object of its own: its id is an int in a
-deque, and its fields sit in a tuple of atomic values. Only levels are objects.
+deque, and its fields sit in a ``Resting`` struct of atomic values that the
+collector never tracks (``gc=False``). Only levels are objects.
 
 Complexity
 ----------

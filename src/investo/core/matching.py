@@ -2,7 +2,10 @@
 
 Input records: ``OrderAccepted`` (funds already reserved), ``CancelOrder``,
 ``CancelAll``. Output: the list of events each record causes, numbered by
-``seq`` (per market, +1 per event, never reused).
+``seq`` (per market, +1 per event, never reused). ``apply`` takes one record;
+``apply_batch`` takes many and returns the events of all of them in one list,
+exactly those ``apply`` would give record by record, without a call and a list
+per record.
 
 Ordering invariant
 ------------------
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -86,12 +90,21 @@ BY_USER = CancelReason.USER
 COMPACT_SLACK = 1024  # dead queued ids tolerated beyond twice the open orders
 UNBOUNDED = 1 << 62  # a limit key that every level crosses; lots "as many as affordable"
 
-# An open order: (lots left, user, key, client_order_id). The key is the order's
-# level key on its own side (see investo.core.book): minus the price for a bid,
-# the price for an ask, so it gives both the side (a bid's key is negative) and
-# the price. Plain ints and a str only: the garbage collector stops tracking the
-# tuple after its first pass (an enum member would keep it tracked).
-Entry = tuple[int, int, int, str]
+
+class Resting(msgspec.Struct, gc=False):
+    """What the engine keeps of an open order, under its id; ``qty`` shrinks in place with each fill.
+
+    ``key`` is the order's level key on its own side (see investo.core.book): minus
+    the price for a bid, the price for an ask, so it gives both the side (a bid's
+    key is negative) and the price. Plain ints and a str only, so the struct is
+    never tracked by the garbage collector (``gc=False``; no reference cycle can
+    pass through it): a resting order costs the collector nothing.
+    """
+
+    qty: int
+    user: int
+    key: int
+    client_order_id: str
 
 
 def side_of(key: int) -> Side:
@@ -122,7 +135,7 @@ class MatchingEngine:
         self._asks = BookSide(1)
         self._sides = (self._bids, self._asks)  # indexed by Side
         self._books = ((self._bids, self._asks), (self._asks, self._bids))  # Side -> (own, opposite)
-        self._orders: dict[int, Entry] = {}  # open order id -> its entry
+        self._orders: dict[int, Resting] = {}  # open order id -> its entry
         self._by_client: dict[str, int] = {}  # "user:client_order_id" -> open order id
         self._dead = 0  # lazily cancelled ids still sitting in queues (an upper bound)
         self._compact_at = COMPACT_SLACK  # compact the queues when _dead exceeds this
@@ -131,18 +144,53 @@ class MatchingEngine:
 
     def apply(self, record: MatchingRecord) -> list[MatchingEvent]:
         """Apply one record; return the events it caused, in order."""
+        events: list[MatchingEvent] = []
         if type(record) is OrderAccepted:
-            return self.place(record)
-        if type(record) is CancelOrder:
-            return self.cancel(record)
-        if type(record) is CancelAll:
-            return self.cancel_all(record)
-        raise TypeError(f"not a matching record: {type(record).__name__}")
+            self._place(record, events)
+        elif type(record) is CancelOrder:
+            self._cancel(record, events)
+        elif type(record) is CancelAll:
+            self._cancel_all(record, events)
+        else:
+            raise TypeError(f"not a matching record: {type(record).__name__}")
+        return events
+
+    def apply_batch(self, records: Iterable[MatchingRecord]) -> list[MatchingEvent]:
+        """Apply records in order; return the events of all of them, in order, in one list.
+
+        The same events, numbered the same, as ``apply`` on each record in turn,
+        without a call and a list per record. A record that is not a matching
+        record raises ``TypeError`` with the records before it applied and their
+        events lost: pass matching records only.
+        """
+        events: list[MatchingEvent] = []
+        place, cancel = self._place, self._cancel
+        for record in records:
+            if type(record) is OrderAccepted:
+                place(record, events)
+            elif type(record) is CancelOrder:
+                cancel(record, events)
+            elif type(record) is CancelAll:
+                self._cancel_all(record, events)
+            else:
+                raise TypeError(f"not a matching record: {type(record).__name__}")
+        return events
 
     def place(self, rec: OrderAccepted) -> list[MatchingEvent]:
-        """Match an accepted order, then rest, expire or finish it: what ``apply`` does with one."""
+        """What ``apply`` does with an ``OrderAccepted``."""
         events: list[MatchingEvent] = []
-        if rec.client_order_id or rec.market != self._symbol or rec.order_id in self._orders:
+        self._place(rec, events)
+        return events
+
+    def _place(self, rec: OrderAccepted, events: list[MatchingEvent]) -> None:
+        """Match an accepted order, then rest, expire or finish it, appending its events.
+
+        The common case, a GTC limit order that rests without crossing, is one
+        straight path: three dict operations (the open-id check, its level, its
+        entry), a deque append and one event.
+        """
+        order_id = rec.order_id
+        if rec.client_order_id or rec.market != self._symbol or order_id in self._orders:
             code = self._refusal(rec)
             if code is not None:
                 return self._reject(rec, code, events)
@@ -161,28 +209,27 @@ class MatchingEngine:
                 return self._expire_taker(rec, qty, ExpireReason.FOK_UNFILLABLE, events)
             qty, stopped = self._take(rec, opposite, -key, qty, 0, events)
             if qty == 0:
-                return events
+                return None
             if stopped is not None:
                 return self._expire_taker(rec, qty, stopped, events)
         if rec.tif != GTC:
             reason = ExpireReason.FOK_UNFILLABLE if rec.tif == FOK else ExpireReason.IOC_REMAINDER
             return self._expire_taker(rec, qty, reason, events)
         # Rest what is left at the back of its level.
-        order_id = rec.order_id
         level = own.levels.get(key)
         if level is None:
             own.open_level(key, order_id, qty)
         else:
             level.append(order_id)
             level.lots += qty
-        self._orders[order_id] = (qty, rec.user, key, rec.client_order_id)
+        self._orders[order_id] = Resting(qty, rec.user, key, rec.client_order_id)
         if rec.client_order_id:
             self._by_client[f"{rec.user}:{rec.client_order_id}"] = order_id
         self.seq = seq = self.seq + 1
         events.append(OrderRested(seq, rec.ts, self._symbol, order_id, rec.user, rec.side, rec.price, qty))
-        return events
+        return None
 
-    def _place_market(self, rec: OrderAccepted, events: list[MatchingEvent]) -> list[MatchingEvent]:
+    def _place_market(self, rec: OrderAccepted, events: list[MatchingEvent]) -> None:
         """A market order: take what the book offers, up to its lots or budget; the rest expires."""
         qty = rec.qty
         if qty <= 0:  # only a market buy by quote amount may come without lots
@@ -195,7 +242,7 @@ class MatchingEngine:
         if opposite.heap:
             qty, stopped = self._take(rec, opposite, UNBOUNDED, qty, budget, events)
             if qty == 0:
-                return events
+                return None
         return self._expire_taker(rec, qty, stopped or ExpireReason.NO_LIQUIDITY, events)
 
     def _refusal(self, rec: OrderAccepted) -> RejectCode | None:
@@ -238,7 +285,7 @@ class MatchingEngine:
                 if entry is None:  # lazily cancelled
                     level.popleft()
                     continue
-                maker_qty, maker_user, _, maker_client_id = entry
+                maker_qty, maker_user = entry.qty, entry.user
                 if maker_user == user and stp:
                     if stp == EXPIRE_TAKER:
                         stopped = ExpireReason.SELF_TRADE
@@ -274,11 +321,11 @@ class MatchingEngine:
                 if fill == maker_qty:
                     level.popleft()
                     del orders[maker]
-                    if maker_client_id:
-                        del self._by_client[f"{maker_user}:{maker_client_id}"]
+                    if entry.client_order_id:
+                        del self._by_client[f"{maker_user}:{entry.client_order_id}"]
                     events.append(OrderFilled(seq + 2, ts, symbol, maker, maker_user))
                 else:
-                    orders[maker] = (maker_qty - fill, maker_user, key, maker_client_id)
+                    entry.qty = maker_qty - fill
                     events.append(
                         OrderPartiallyFilled(seq + 2, ts, symbol, maker, maker_user, maker_qty - fill)
                     )
@@ -305,9 +352,9 @@ class MatchingEngine:
         self.last_trade_id = trade_id
         return qty, stopped
 
-    def _expire_resting(self, order_id: int, entry: Entry, ts: int, events: list[MatchingEvent]) -> None:
+    def _expire_resting(self, order_id: int, entry: Resting, ts: int, events: list[MatchingEvent]) -> None:
         """Expire a resting order by self-trade prevention (its level is the caller's)."""
-        qty, user, key, client_order_id = entry
+        qty, user, key, client_order_id = entry.qty, entry.user, entry.key, entry.client_order_id
         del self._orders[order_id]
         if client_order_id:
             del self._by_client[f"{user}:{client_order_id}"]
@@ -337,9 +384,9 @@ class MatchingEngine:
                     return True
                 continue
             for order_id in side.orders_at(key, self._orders):
-                lots, user, _, _ = self._orders[order_id]
-                if user != rec.user:
-                    qty -= lots
+                entry = self._orders[order_id]
+                if entry.user != rec.user:
+                    qty -= entry.qty
                     if qty <= 0:
                         return True
                 elif rec.stp != StpMode.EXPIRE_MAKER:
@@ -348,27 +395,33 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ cancels
 
-    def cancel(self, rec: CancelOrder) -> list[MatchingEvent]:
-        """Take one open order off the book, or say why not: what ``apply`` does with a ``CancelOrder``."""
+    def _cancel(self, rec: CancelOrder, events: list[MatchingEvent]) -> None:
+        """Take one open order off the book, or say why not."""
         order_id = rec.order_id
         if not order_id and rec.client_order_id:
             order_id = self._by_client.get(f"{rec.user}:{rec.client_order_id}", 0)
         entry = self._orders.get(order_id)
-        if entry is None or entry[1] != rec.user:
-            return self._reject_cancel(rec, UNKNOWN_ORDER if entry is None else RejectCode.NOT_OWNER)
-        return [self._remove_resting(order_id, entry, rec.ts, BY_USER)]
+        if entry is None or entry.user != rec.user:
+            code = UNKNOWN_ORDER if entry is None else RejectCode.NOT_OWNER
+            self.seq = seq = self.seq + 1
+            events.append(
+                CancelRejected(seq, rec.ts, rec.market, rec.user, rec.order_id, rec.client_order_id, code)
+            )
+            return
+        events.append(self._remove_resting(order_id, entry, rec.ts, BY_USER))
 
-    def cancel_all(self, rec: CancelAll) -> list[MatchingEvent]:
+    def _cancel_all(self, rec: CancelAll, events: list[MatchingEvent]) -> None:
         """Cancel every open order of the user in this market, oldest id first."""
-        mine = sorted(oid for oid, entry in self._orders.items() if entry[1] == rec.user)
+        mine = sorted(oid for oid, entry in self._orders.items() if entry.user == rec.user)
         if not mine:
             self.seq += 1
-            return [CancelRejected(self.seq, rec.ts, rec.market, rec.user, 0, "", UNKNOWN_ORDER)]
-        return [self._remove_resting(oid, self._orders[oid], rec.ts, CancelReason.CANCEL_ALL) for oid in mine]
+            events.append(CancelRejected(self.seq, rec.ts, rec.market, rec.user, 0, "", UNKNOWN_ORDER))
+        for oid in mine:
+            events.append(self._remove_resting(oid, self._orders[oid], rec.ts, CancelReason.CANCEL_ALL))
 
-    def _remove_resting(self, order_id: int, entry: Entry, ts: int, reason: CancelReason) -> OrderCanceled:
+    def _remove_resting(self, order_id: int, entry: Resting, ts: int, reason: CancelReason) -> OrderCanceled:
         """Take an open order off the book (lazily: its id stays queued until skipped)."""
-        qty, user, key, client_order_id = entry
+        qty, user, key, client_order_id = entry.qty, entry.user, entry.key, entry.client_order_id
         del self._orders[order_id]
         if client_order_id:
             del self._by_client[f"{user}:{client_order_id}"]
@@ -395,24 +448,15 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _reject(
-        self, rec: OrderAccepted, code: RejectCode, events: list[MatchingEvent]
-    ) -> list[MatchingEvent]:
+    def _reject(self, rec: OrderAccepted, code: RejectCode, events: list[MatchingEvent]) -> None:
         self.seq += 1
         events.append(
             OrderRejected(self.seq, rec.ts, rec.market, rec.order_id, rec.user, rec.client_order_id, code)
         )
-        return events
-
-    def _reject_cancel(self, rec: CancelOrder, code: RejectCode) -> list[MatchingEvent]:
-        self.seq += 1
-        return [
-            CancelRejected(self.seq, rec.ts, rec.market, rec.user, rec.order_id, rec.client_order_id, code)
-        ]
 
     def _expire_taker(
         self, rec: OrderAccepted, qty: int, reason: ExpireReason, events: list[MatchingEvent]
-    ) -> list[MatchingEvent]:
+    ) -> None:
         if qty == UNBOUNDED:
             qty = 0  # a market buy by quote amount has no lot count of its own
         self.seq += 1
@@ -422,7 +466,6 @@ class MatchingEngine:
                 reason, False,
             )
         )  # fmt: skip
-        return events
 
     # ------------------------------------------------------------------ queries
 
@@ -453,8 +496,8 @@ class MatchingEngine:
         entry = self._orders.get(order_id)
         if entry is None:
             return None
-        qty, user, key, client_order_id = entry
-        return OpenOrder(order_id, user, side_of(key), abs(key), qty, client_order_id)
+        key = entry.key
+        return OpenOrder(order_id, entry.user, side_of(key), abs(key), entry.qty, entry.client_order_id)
 
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in book order: bids best first, then asks."""
@@ -494,13 +537,19 @@ class MatchingEngine:
         engine.seq = state["seq"]
         engine.last_trade_id = state["last_trade_id"]
         for order_id, user, side, price, qty, client_order_id in state["orders"]:
-            book = engine._sides[Side(side)]
-            key = book.sign * price
-            book.add(key, order_id, qty)
-            engine._orders[order_id] = (qty, user, key, client_order_id)
-            if client_order_id:
-                engine._by_client[f"{user}:{client_order_id}"] = order_id
+            engine.load_order(order_id, user, Side(side), price, qty, client_order_id)
         return engine
+
+    def load_order(
+        self, order_id: int, user: int, side: Side, price: int, qty: int, client_order_id: str
+    ) -> None:
+        """Put an open order at the back of its level, without matching or events (restore, rebuild)."""
+        book = self._sides[side]
+        key = book.sign * price
+        book.add(key, order_id, qty)
+        self._orders[order_id] = Resting(qty, user, key, client_order_id)
+        if client_order_id:
+            self._by_client[f"{user}:{client_order_id}"] = order_id
 
     def state_hash(self) -> str:
         return hashlib.sha256(self.snapshot()).hexdigest()

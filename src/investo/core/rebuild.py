@@ -71,12 +71,9 @@ def rebuild_matching(
             raise ValueError(f"order {order.order_id}: {order.remaining} lots at {order.price} cannot rest")
         if engine.open_order(order.order_id) is not None:
             raise ValueError(f"order {order.order_id} is listed twice")
-        book = engine._sides[order.side]
-        key = book.sign * order.price
-        book.add(key, order.order_id, order.remaining)
-        engine._orders[order.order_id] = (order.remaining, order.user, key, order.client_order_id)
-        if order.client_order_id:
-            engine._by_client[f"{order.user}:{order.client_order_id}"] = order.order_id
+        engine.load_order(
+            order.order_id, order.user, order.side, order.price, order.remaining, order.client_order_id
+        )
     bid, ask = engine.best_bid(), engine.best_ask()
     if bid is not None and ask is not None and bid >= ask:
         raise ValueError(f"{market.symbol}: the rebuilt book is crossed (bid {bid} >= ask {ask})")
