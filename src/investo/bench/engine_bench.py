@@ -4,8 +4,9 @@ Orders enter the engine as already-accepted orders (``OrderAccepted``) of
 distinct users (user id = order id), so no accounts work is done; cancels name
 the order and its owner. Records are built, and cut into batches of ``BATCH``
 records, before the clock starts: only the feeding is timed. The engine gets
-each batch through ``MatchingEngine.apply_batch``, as a host hands it the records
-of one log read, and its events are consumed as a real consumer would: every
+each batch through ``MatchingEngine.apply_batch`` (Investo's hosts still step
+one record at a time: the accounts engine settles each record's events before
+the next), and its events are consumed as a real consumer would: every
 event is looked at, and every trade is kept as the ``(taker, maker, price,
 qty)`` tuple the naive book keeps for its own trades. The naive book of
 :mod:`investo.bench.naive_book` runs the same flow in the same process, so the
