@@ -243,9 +243,10 @@ class Trade(Base):
 class LedgerEntry(Base):
     """One change of a user's total (available + reserved) holding of one asset.
 
-    ``reason``: ``deposit``, ``withdraw``, ``trade`` (a trade's base and notional legs)
-    or ``fee`` (a fee paid, negative; or the fee account's credit, positive). Trade
-    and fee legs name the trade by ``symbol`` and ``ref`` (its trade id).
+    ``reason``: ``deposit``, ``withdraw``, ``trade`` (a trade's legs, netted per user and
+    asset: the base leg, and the quote leg with the fee the user paid included) or ``fee``
+    (the fee account's credit of the trade's fees, positive). Trade and fee legs name the
+    trade by ``symbol`` and ``ref`` (its trade id). Fees paid are in the ``trades`` row.
     """
 
     __tablename__ = "ledger"

@@ -26,9 +26,11 @@ Guarantees
 Rows per event (times are the command's ``ts``)
 ------------------------------------------------
 * ``OrderAccepted``: the order row (``NEW``) and an ``order_updates`` row.
-* ``TradeExecuted``: a ``trades`` row; ledger legs (buyer +base −notional, seller −base
-  +notional, each side's fee −fee, the fee account +fees); the 1m…1d candles; both
-  orders' executed lots and cumulative quote.
+* ``TradeExecuted``: a ``trades`` row; ledger legs netted per user and asset (buyer
+  +base and −(notional + its fee), seller −base and +(notional − its fee), all
+  ``trade``; the fee account +fees, ``fee``; zero legs omitted, so a self-trade leaves
+  one −fees leg): at most 5 rows; the 1m…1d candles; both orders' executed lots and
+  cumulative quote.
 * ``OrderPartiallyFilled`` / ``OrderFilled`` / ``OrderCanceled`` / ``OrderExpired``:
   the order's status (``EXPIRED_IN_MATCH`` for self-trade prevention, as Binance) and
   an ``order_updates`` row; ``OrderRested`` only the ``order_updates`` row.
@@ -265,21 +267,22 @@ class _Rows:
         else:
             buyer, buyer_fee, seller, seller_fee = ev.maker_user, ev.maker_fee, ev.taker_user, ev.taker_fee
         symbol, trade_id, quote, fees = ev.market, ev.trade_id, market.quote, buyer_fee + seller_fee
-        legs = [
-            (buyer, market.base, base, "trade"),
-            (buyer, quote, -notional, "trade"),
-            (seller, market.base, -base, "trade"),
-            (seller, quote, notional, "trade"),
-        ]
-        if buyer_fee:
-            legs.append((buyer, quote, -buyer_fee, "fee"))
-        if seller_fee:
-            legs.append((seller, quote, -seller_fee, "fee"))
-        if fees:
-            legs.append((self.fee_account, quote, fees, "fee"))
+        if buyer != seller:
+            legs = [
+                (buyer, market.base, base),
+                (buyer, quote, -notional - buyer_fee),
+                (seller, market.base, -base),
+                (seller, quote, notional - seller_fee),
+            ]
+        else:  # a self-trade moves no base and no notional: only the fees
+            legs = [(buyer, quote, -fees)]
         ledger = self.ledger
-        for user, asset, delta, reason in legs:
-            ledger.append((offset, next(ledger_idx), user, asset, delta, reason, symbol, trade_id, ts))
+        for user, asset, delta in legs:
+            if delta:
+                ledger.append((offset, next(ledger_idx), user, asset, delta, "trade", symbol, trade_id, ts))
+        if fees:
+            fee_account = self.fee_account
+            ledger.append((offset, next(ledger_idx), fee_account, quote, fees, "fee", symbol, trade_id, ts))
         self._candle(symbol, ts, ev.price, ev.qty, notional)
 
     def _candle(self, symbol: str, ts: int, price: int, qty: int, notional: int) -> None:
