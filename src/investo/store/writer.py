@@ -92,6 +92,8 @@ from investo.core.messages import (
     OrderRested,
     OrderType,
     Side,
+    StpMode,
+    TimeInForce,
     TradeExecuted,
     Withdrawn,
     WithdrawRejected,
@@ -121,6 +123,13 @@ class AppliedEvents(Protocol):
 
 
 SIDE_NAMES: Final = {Side.BUY: "BUY", Side.SELL: "SELL"}
+# An enum member's ``.name`` and ``Side.BUY`` go through descriptors (slow on Python 3.11):
+# the rows take names from these tables, and comparisons use module constants.
+TYPE_NAMES: Final = {member: member.name for member in OrderType}
+TIF_NAMES: Final = {member: member.name for member in TimeInForce}
+STP_NAMES: Final = {member: member.name for member in StpMode}
+_BUY: Final = Side.BUY
+_MARKET: Final = OrderType.MARKET
 MINUTE: Final = 60_000
 _ORDER_EVENTS: Final = frozenset(
     {OrderFilled, OrderPartiallyFilled, OrderRested, OrderCanceled, OrderExpired, OrderRejected}
@@ -262,7 +271,7 @@ class _Rows:
                 state.executed += ev.qty
                 state.cum_quote += notional
                 state.update_time = ts
-        if ev.taker_side == Side.BUY:
+        if ev.taker_side == _BUY:
             buyer, buyer_fee, seller, seller_fee = ev.taker_user, ev.taker_fee, ev.maker_user, ev.maker_fee
         else:
             buyer, buyer_fee, seller, seller_fee = ev.maker_user, ev.maker_fee, ev.taker_user, ev.taker_fee
@@ -330,12 +339,12 @@ class _Rows:
         rows = []
         for order_id, ev in self.new_orders.items():
             state = self.orders[order_id]
-            by_quote = ev.type == OrderType.MARKET and ev.side == Side.BUY and ev.qty == 0
+            by_quote = ev.type == _MARKET and ev.side == _BUY and ev.qty == 0
             rows.append(
                 (
-                    order_id, ev.user, ev.market, SIDE_NAMES[ev.side], ev.type.name, ev.tif.name, ev.price,
-                    ev.qty, ev.quote_limit if by_quote else 0, state.executed, state.cum_quote,
-                    state.status, ev.client_order_id, ev.stp.name, ev.ts, state.update_time, ev.ts,
+                    order_id, ev.user, ev.market, SIDE_NAMES[ev.side], TYPE_NAMES[ev.type], TIF_NAMES[ev.tif],
+                    ev.price, ev.qty, ev.quote_limit if by_quote else 0, state.executed, state.cum_quote,
+                    state.status, ev.client_order_id, STP_NAMES[ev.stp], ev.ts, state.update_time, ev.ts,
                 )
             )  # fmt: skip
         return rows
