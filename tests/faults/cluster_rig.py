@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from cluster_fixtures import ASSETS, SYMBOLS, init_cluster
 from investo.cluster import topology as topo
@@ -362,6 +362,8 @@ async def wait_written(rig: Rig, timeout_s: float = 60.0) -> None:
                         )
                 except ProgrammingError:  # no writer has migrated the database yet
                     written = 0
+                except DBAPIError:  # the database is restarting (a fault) or still recovering
+                    written = -1
                 written = int(written or 0) // topo.STREAMS_PER_OFFSET
                 if done < inputs or written < outputs:
                     behind.append((role, shard, inputs, done, outputs, written))

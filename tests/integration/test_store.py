@@ -200,7 +200,7 @@ async def test_migrations_create_exactly_the_models(engine: AsyncEngine) -> None
 
     async with engine.connect() as conn:
         assert await conn.run_sync(diff) == []
-    assert await current_revision(engine) == "0002"
+    assert await current_revision(engine) == "0003"
 
 
 async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(history_url: str) -> None:
@@ -208,7 +208,7 @@ async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(history_url
     upgrade(history_url)
     db = make_engine(history_url)
     try:
-        assert await current_revision(db) == "0002"
+        assert await current_revision(db) == "0003"
         async with db.connect() as conn:
             if db.dialect.name == "sqlite":
                 assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
@@ -242,7 +242,7 @@ async def test_downgrade_drops_everything_and_upgrade_recreates_it(history_url: 
             assert await conn.run_sync(tables) <= {"alembic_version"}
         assert await current_revision(db) is None
         await upgrade_async(db)
-        assert await current_revision(db) == "0002"
+        assert await current_revision(db) == "0003"
         user_id, _ = await queries.register_user(db, "again", PEM)
         assert user_id == 1
     finally:
@@ -366,7 +366,7 @@ async def test_ledger_agrees_with_the_accounts_engine(engine: AsyncEngine, writt
         legs = await conn.scalar(
             select(func.count()).select_from(LedgerEntry).where(LedgerEntry.ref.is_not(None))
         )
-        assert legs == 7 * len(trade_rows)  # 4 trade legs + 2 fees paid + the fee account's credit
+        assert legs == 5 * len(trade_rows)  # base and quote (fee in it) per side + the fee account's credit
 
 
 async def test_my_trades_are_from_the_users_side(engine: AsyncEngine, written: Script) -> None:
@@ -938,7 +938,7 @@ def test_processes_starting_together_migrate_a_postgres_database_once(postgres_u
         finally:
             await db.dispose()
 
-    assert asyncio.run(revision()) == "0002"
+    assert asyncio.run(revision()) == "0003"
 
 
 async def test_rebuild_next_to_a_running_writer_on_postgres(postgres_url: str, script: Script) -> None:

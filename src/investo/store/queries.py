@@ -38,6 +38,7 @@ Costs (n = rows returned)
 * klines: two probes and one range of at most ``limit`` candles; filling is O(n).
 * ticker_24h: one range of at most 1,440 1m candles, two ranges of trades (the partial
   minutes at both ends of the window) and two probes.
+* ledger_balances: a scan of the whole ledger (no index by user; not used to serve requests).
 """
 
 from __future__ import annotations
@@ -914,7 +915,11 @@ async def ticker_24h(engine: AsyncEngine, symbol: str, now_ms: int | None = None
 
 
 async def ledger_balances(engine: AsyncEngine, user_id: int) -> dict[str, int]:
-    """The user's total holding per asset by the ledger (available + reserved), non-zero only."""
+    """The user's total holding per asset by the ledger (available + reserved), non-zero only.
+
+    A scan of the whole ledger (it has no index by user: the writer's rows cost less): for
+    tests and audits, not for serving requests.
+    """
     c = _ledger.c
     query = select(c.asset, func.sum(c.delta)).where(c.user_id == user_id).group_by(c.asset).order_by(c.asset)
     async with engine.connect() as conn:

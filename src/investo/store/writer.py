@@ -26,9 +26,11 @@ Guarantees
 Rows per event (times are the command's ``ts``)
 ------------------------------------------------
 * ``OrderAccepted``: the order row (``NEW``) and an ``order_updates`` row.
-* ``TradeExecuted``: a ``trades`` row; ledger legs (buyer +base −notional, seller −base
-  +notional, each side's fee −fee, the fee account +fees); the 1m…1d candles; both
-  orders' executed lots and cumulative quote.
+* ``TradeExecuted``: a ``trades`` row; ledger legs netted per user and asset (buyer
+  +base and −(notional + its fee), seller −base and +(notional − its fee), all
+  ``trade``; the fee account +fees, ``fee``; zero legs omitted, so a self-trade leaves
+  one −fees leg): at most 5 rows; the 1m…1d candles; both orders' executed lots and
+  cumulative quote.
 * ``OrderPartiallyFilled`` / ``OrderFilled`` / ``OrderCanceled`` / ``OrderExpired``:
   the order's status (``EXPIRED_IN_MATCH`` for self-trade prevention, as Binance) and
   an ``order_updates`` row; ``OrderRested`` only the ``order_updates`` row.
@@ -90,6 +92,8 @@ from investo.core.messages import (
     OrderRested,
     OrderType,
     Side,
+    StpMode,
+    TimeInForce,
     TradeExecuted,
     Withdrawn,
     WithdrawRejected,
@@ -119,6 +123,13 @@ class AppliedEvents(Protocol):
 
 
 SIDE_NAMES: Final = {Side.BUY: "BUY", Side.SELL: "SELL"}
+# An enum member's ``.name`` and ``Side.BUY`` go through descriptors (slow on Python 3.11):
+# the rows take names from these tables, and comparisons use module constants.
+TYPE_NAMES: Final = {member: member.name for member in OrderType}
+TIF_NAMES: Final = {member: member.name for member in TimeInForce}
+STP_NAMES: Final = {member: member.name for member in StpMode}
+_BUY: Final = Side.BUY
+_MARKET: Final = OrderType.MARKET
 MINUTE: Final = 60_000
 _ORDER_EVENTS: Final = frozenset(
     {OrderFilled, OrderPartiallyFilled, OrderRested, OrderCanceled, OrderExpired, OrderRejected}
@@ -260,26 +271,27 @@ class _Rows:
                 state.executed += ev.qty
                 state.cum_quote += notional
                 state.update_time = ts
-        if ev.taker_side == Side.BUY:
+        if ev.taker_side == _BUY:
             buyer, buyer_fee, seller, seller_fee = ev.taker_user, ev.taker_fee, ev.maker_user, ev.maker_fee
         else:
             buyer, buyer_fee, seller, seller_fee = ev.maker_user, ev.maker_fee, ev.taker_user, ev.taker_fee
         symbol, trade_id, quote, fees = ev.market, ev.trade_id, market.quote, buyer_fee + seller_fee
-        legs = [
-            (buyer, market.base, base, "trade"),
-            (buyer, quote, -notional, "trade"),
-            (seller, market.base, -base, "trade"),
-            (seller, quote, notional, "trade"),
-        ]
-        if buyer_fee:
-            legs.append((buyer, quote, -buyer_fee, "fee"))
-        if seller_fee:
-            legs.append((seller, quote, -seller_fee, "fee"))
-        if fees:
-            legs.append((self.fee_account, quote, fees, "fee"))
+        if buyer != seller:
+            legs = [
+                (buyer, market.base, base),
+                (buyer, quote, -notional - buyer_fee),
+                (seller, market.base, -base),
+                (seller, quote, notional - seller_fee),
+            ]
+        else:  # a self-trade moves no base and no notional: only the fees
+            legs = [(buyer, quote, -fees)]
         ledger = self.ledger
-        for user, asset, delta, reason in legs:
-            ledger.append((offset, next(ledger_idx), user, asset, delta, reason, symbol, trade_id, ts))
+        for user, asset, delta in legs:
+            if delta:
+                ledger.append((offset, next(ledger_idx), user, asset, delta, "trade", symbol, trade_id, ts))
+        if fees:
+            fee_account = self.fee_account
+            ledger.append((offset, next(ledger_idx), fee_account, quote, fees, "fee", symbol, trade_id, ts))
         self._candle(symbol, ts, ev.price, ev.qty, notional)
 
     def _candle(self, symbol: str, ts: int, price: int, qty: int, notional: int) -> None:
@@ -327,12 +339,12 @@ class _Rows:
         rows = []
         for order_id, ev in self.new_orders.items():
             state = self.orders[order_id]
-            by_quote = ev.type == OrderType.MARKET and ev.side == Side.BUY and ev.qty == 0
+            by_quote = ev.type == _MARKET and ev.side == _BUY and ev.qty == 0
             rows.append(
                 (
-                    order_id, ev.user, ev.market, SIDE_NAMES[ev.side], ev.type.name, ev.tif.name, ev.price,
-                    ev.qty, ev.quote_limit if by_quote else 0, state.executed, state.cum_quote,
-                    state.status, ev.client_order_id, ev.stp.name, ev.ts, state.update_time, ev.ts,
+                    order_id, ev.user, ev.market, SIDE_NAMES[ev.side], TYPE_NAMES[ev.type], TIF_NAMES[ev.tif],
+                    ev.price, ev.qty, ev.quote_limit if by_quote else 0, state.executed, state.cum_quote,
+                    state.status, ev.client_order_id, STP_NAMES[ev.stp], ev.ts, state.update_time, ev.ts,
                 )
             )  # fmt: skip
         return rows
