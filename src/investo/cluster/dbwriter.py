@@ -15,7 +15,7 @@ Guarantees
 ----------
 * **Idempotent on (stream, offset).** The history writer's watermark for the stream
   is committed in the same transaction as the rows and skips every entry at or below
-  it, so an entry written, then read again after a crash, is not written twice;
+  it, so an entry written, then claimed again after a crash, is not written twice;
   two writers that briefly both believe they hold a lease cannot both commit
   (compare-and-set on the watermark).
 * **Nothing lost.** Every writer starts reading after the committed watermark, and
