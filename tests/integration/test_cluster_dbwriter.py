@@ -2,7 +2,7 @@
 
 Evidence: after a run through 2+2 shards, SQL holds every trade, every accepted order and a
 ledger that sums to deposits minus withdrawals per asset; a second writer that takes over
-from a dead one (leases expire; it reads on from the SQL watermark) stores nothing twice.
+from a dead one (leases expire, pending entries claimed) stores nothing twice.
 """
 
 from __future__ import annotations
@@ -125,15 +125,25 @@ async def test_a_writer_taking_over_from_a_dead_one_stores_nothing_twice(
     async with _running(DbWriter(url, postgres_url, writer_id="first", lease_ms=600, batch=20)) as first:
         while not any((await first.durable()).values()):
             await asyncio.sleep(0.01)
-    # 2. A writer that then dies holding the leases, having read every entry and committed none
-    #    of them (Redis keeps no trace of what it read).
+    # 2. A writer that then dies: it took the leases and read every entry again (committed
+    #    ones included, as after a crash between commit and XACK), and acknowledged none.
     client = aioredis.Redis.from_url(server_url)
+    pending = 0
     for role, shard in topology.every_output():
-        await client.set(f"{topology.output_prefix(role, shard)}:dbwriter-lease", "dead", px=500)
-    await client.aclose()
-    # 3. The heir waits out the leases, reads on from the SQL watermarks and finishes the job.
+        prefix = topology.output_prefix(role, shard)
+        await client.set(f"{prefix}:dbwriter-lease", "dead", px=500)
+        await client.xgroup_setid(f"{prefix}:log", "dbwriter", "0")
+        for _, rows in await client.xreadgroup("dbwriter", "dead", {f"{prefix}:log": ">"}, count=100_000):
+            pending += len(rows)
+    # 3. The heir waits out the leases, claims the dead one's entries and finishes the job.
     async with _running(DbWriter(url, postgres_url, writer_id="heir", lease_ms=600)) as heir:
         await _wait_written(url, topology, heir)
+    left = 0
+    for role, shard in topology.every_output():
+        groups = await client.xinfo_groups(f"{topology.output_prefix(role, shard)}:log")
+        left += sum(int(g["pending"]) for g in groups)
+    await client.aclose()
+    assert pending == seen["outputs"] and left == 0
     counts = await _sql_counts(postgres_url)
     assert counts["trades"] == seen["trades"]
     assert counts["orders"] == seen["orders"]

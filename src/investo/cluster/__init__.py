@@ -12,8 +12,8 @@
   up to what the engine has published (books and balances for readers; a witness).
 * :mod:`investo.cluster.client` — what a gateway uses to submit a command and wait
   for its answer on its own reply channel.
-* :mod:`investo.cluster.dbwriter` — the output streams into SQL (Postgres), each read
-  from its SQL watermark on, with leases so several writers can run.
+* :mod:`investo.cluster.dbwriter` — the output streams into SQL (Postgres), with a
+  consumer group per stream and leases so several writers can run.
 
 See docs/architecture.md, "The distributed mode".
 """

@@ -2,14 +2,12 @@
 
 For each output stream (``<ns>:<role>:<shard>:out``) one writer at a time holds a
 lease (``…:out:dbwriter-lease``, renewed every third of its life). The holder reads
-the stream with plain ``XREAD`` from the stream's watermark in SQL (the last entry
-committed) onwards, and writes what it read with a
-:class:`~investo.store.writer.HistoryWriter` named after the stream (one transaction
-per batch, written while the next batch is read). SQL is the only record of how far a
-stream is written: a writer that takes over a stream (its previous holder died, having
-read entries it never committed) starts again from the watermark, so it reads those
-entries again; Redis keeps no per-reader state (no consumer group: no pending list to
-grow and acknowledge per entry).
+the stream with the consumer group ``dbwriter`` (``XREADGROUP``), writes what it read
+with a :class:`~investo.store.writer.HistoryWriter` named after the stream (one
+transaction per batch, written while the next batch is read), and acknowledges
+(``XACK``) an entry only once its rows are committed. A writer
+that takes over a stream (its previous holder died) first claims the pending entries
+the dead one read but never acknowledged (``XAUTOCLAIM``), then goes on with new ones.
 
 Guarantees
 ----------
@@ -18,9 +16,8 @@ Guarantees
   it, so an entry written, then claimed again after a crash, is not written twice;
   two writers that briefly both believe they hold a lease cannot both commit
   (compare-and-set on the watermark).
-* **Nothing lost.** Every writer starts reading after the committed watermark, and
-  trims stay behind it: an entry read but not committed is read again by the next
-  holder of the lease.
+* **Nothing lost.** An entry is acknowledged only once committed; an unacknowledged
+  one stays pending in the group until a writer claims it.
 * Matching streams give orders, order updates, trades, candles and the trades'
   ledger legs; accounts streams give deposits and withdrawals (their ``OrderAccepted``
   are written from the matching stream, which carries every order's whole life).
@@ -38,9 +35,8 @@ Guarantees
   (``"<output prefix> <offset>"``), so gateways waiting to read their writes from SQL
   hear of it at once (at most once: they also poll ``writer_progress``).
 
-Costs: one ``XREAD`` per read of up to ``batch`` entries per stream (on the server:
-a range read, no per-entry bookkeeping), and one transaction per ``batch`` entries or
-per ``linger`` (default 50 ms),
+Costs: one ``XREADGROUP`` + one ``XACK`` per read of up to ``batch`` entries per
+stream, and one transaction per ``batch`` entries or per ``linger`` (default 50 ms),
 whichever comes first: larger transactions cost Postgres much less per entry, and the
 lag grows by at most ``linger``. Entries are read as hiredis parses them (no dict per
 entry), and accounts entries without a deposit or withdrawal are not decoded. Several
@@ -54,11 +50,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from investo.cluster import history
@@ -80,6 +77,8 @@ from investo.store.writer import HistoryWriter, WriterStats
 from investo.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+GROUP = "dbwriter"
 
 # KEYS: lease. ARGV: holder, lease ms. Renews the lease only for its holder.
 _RENEW = """#!lua
@@ -120,13 +119,13 @@ def _may_hold_accounts_rows(payload: bytes) -> bool:
     return b"Deposited" in payload or b"Withdrawn" in payload or b"Rejected" in payload
 
 
-def _read_rows(found: Any) -> list[tuple[bytes, bytes]]:
-    """``(entry id, payload)`` from a raw XREAD answer on one stream.
+def _read_rows(found: Any) -> list[tuple[bytes, bytes | None]]:
+    """``(entry id, payload)`` from a raw XREADGROUP answer on one stream.
 
     RESP3 gives ``{stream: [[id, [b"p", payload]], ...]}``, RESP2 ``[[stream, [...]]]``.
     """
     rows = next(iter(found.values())) if isinstance(found, dict) else found[0][1]
-    return [(entry_id, fields[1]) for entry_id, fields in rows]
+    return [(entry_id, fields[1] if fields else None) for entry_id, fields in rows]
 
 
 class StreamWriter:
@@ -139,6 +138,7 @@ class StreamWriter:
         role: Role,
         stream_number: int,
         history: HistoryWriter,
+        consumer: str,
         *,
         batch: int = 5_000,
         retain: int = 100_000,
@@ -149,10 +149,12 @@ class StreamWriter:
         self.role = role
         self.stream_number = stream_number
         self.history = history
+        self.consumer = consumer
         self.batch = batch
         self.retain = retain
         self.key = out.stream_key
-        self._reads = 0
+        self._unacknowledged: deque[tuple[int, list[Any]]] = deque()  # (SQL offset, entry ids) in read order
+        self._acks = 0
         self.announce_channel = announce_channel
         self._committed = asyncio.Event()
 
@@ -162,6 +164,8 @@ class StreamWriter:
         return self.history.durable_offset // topo.STREAMS_PER_OFFSET
 
     async def run(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: the group exists
+            await self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
         await self.history.load_progress()
         in_redis = await self.out.last_offset()
         if in_redis < self.written:
@@ -172,18 +176,19 @@ class StreamWriter:
         self.history.on_durable = lambda _: self._committed.set()
         self.history.start()
         announcer = asyncio.create_task(self._announce(), name=f"announce-{self.key}")
-        after: str | bytes = f"{self.written}-0"  # entry ids are "<offset>-0": XREAD returns those after it
         try:
+            await self._claim_pending()
             while not stop.is_set():
-                found: Any = await self.client.xread({self.key: after}, self.batch, block=200)
+                found: Any = await self.client.xreadgroup(
+                    GROUP, self.consumer, {self.key: ">"}, self.batch, block=200
+                )
                 if found:
-                    rows = _read_rows(found)
-                    after = rows[-1][0]
-                    await self._write(rows)
-                await self._trim_written()
+                    await self._write(_read_rows(found))
+                await self._acknowledge_committed()
         finally:
             await self.history.stop()
             await cancel_and_wait(announcer)
+        await self._acknowledge_committed()  # what the final flush committed
 
     async def _announce(self) -> None:
         """Publish the watermark after commits (coalesced: the latest one when Redis is free)."""
@@ -202,11 +207,26 @@ class StreamWriter:
                 except RedisError as exc:  # at most once anyway: gateways poll SQL as well
                     log.debug("announcing %s at %d failed: %s", prefix, written, exc)
 
-    async def _write(self, rows: list[tuple[bytes, bytes]]) -> None:
-        """Queue read entries ``(entry id, payload)`` for the history writer; wait while it is far behind."""
+    async def _claim_pending(self) -> None:
+        """Take over what a dead writer read but never acknowledged."""
+        cursor: Any = "0-0"
+        while True:
+            answer = await self.client.xautoclaim(self.key, GROUP, self.consumer, 0, cursor, count=self.batch)
+            cursor, rows = answer[0], answer[1]
+            if rows:
+                await self._write([(entry_id, (fields or {}).get(b"p")) for entry_id, fields in rows])
+            if cursor in (b"0-0", "0-0"):
+                return
+
+    async def _write(self, rows: list[tuple[bytes, bytes | None]]) -> None:
+        """Queue read entries ``(entry id, payload)`` for the history writer; acknowledge the committed."""
         entries = []
+        ids = []
         accounts = self.role == "accounts"
         for entry_id, payload in rows:
+            ids.append(entry_id)
+            if payload is None:
+                continue  # trimmed away meanwhile: it was committed before (trims stay behind the watermark)
             offset = int(entry_id[: entry_id.index(b"-")]) * topo.STREAMS_PER_OFFSET + self.stream_number
             if accounts and not _may_hold_accounts_rows(payload):
                 entries.append(_Entry(offset, ()))  # nothing to store; still moves the watermark
@@ -215,15 +235,25 @@ class StreamWriter:
             if accounts:
                 events = [e for e in events if isinstance(e, _ACCOUNTS_ROWS)]
             entries.append(_Entry(offset, events))
-        self.history.on_applied(entries)  # written by its own task while we read on
+        if entries:
+            self.history.on_applied(entries)  # written by its own task while we read on
+        self._unacknowledged.append((entries[-1].offset if entries else 0, ids))
         if self.history.backlog > 4 * self.batch:  # the database is behind: stop reading a while
-            await self.history.wait_for(entries[0].offset)
+            await self.history.wait_for(self._unacknowledged[0][0])
+        await self._acknowledge_committed()
 
-    async def _trim_written(self) -> None:
-        """Every 16th read, trim the stream behind the watermark (keeping the last ``retain`` entries)."""
-        self._reads += 1
+    async def _acknowledge_committed(self) -> None:
+        """XACK every entry read so far whose rows are committed; now and then trim the stream."""
+        durable = self.history.durable_offset
+        ids: list[Any] = []
+        while self._unacknowledged and self._unacknowledged[0][0] <= durable:
+            ids += self._unacknowledged.popleft()[1]
+        if not ids:
+            return
+        await self.client.xack(self.key, GROUP, *ids)
+        self._acks += 1
         watermark = self.written
-        if self._reads % 16 == 0 and watermark - self.retain > await self.out.first_offset() + self.batch:
+        if self._acks % 16 == 0 and watermark - self.retain > await self.out.first_offset() + self.batch:
             await self.out.trim(watermark - self.retain + 1)
 
 
@@ -248,7 +278,7 @@ class DbWriter:
         self.batch = batch
         self.client: aioredis.Redis = aioredis.Redis.from_url(self.server_url)
         # Read entries as hiredis parses them: redis-py's callback builds a dict per entry.
-        self.client.set_response_callback("XREAD", lambda response, **_: response)
+        self.client.set_response_callback("XREADGROUP", lambda response, **_: response)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
         self.db: AsyncEngine | None = None
@@ -310,7 +340,7 @@ class DbWriter:
         )
         number = self.topology.stream_number(role, shard)
         writer = StreamWriter(
-            self.client, out, role, number, history, batch=self.batch,
+            self.client, out, role, number, history, self.writer_id, batch=self.batch,
             announce_channel=topo.written_channel(self.namespace),
         )  # fmt: skip
         stop = asyncio.Event()
