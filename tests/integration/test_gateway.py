@@ -6,9 +6,11 @@ history (allOrders, myTrades) read right after a fill already show it (read-your
 the replicas and the DB writers' watermarks); the user stream over the cluster; a key
 registered on one gateway works on another, and a key revoked on one stops working on every
 gateway (announced, and swept from SQL when the announcement is missed); a request replayed
-to another gateway is refused; the demo daily limit holds when two gateways race; with the
-engines down an order is "status unknown" (-1007) and a book read a clear 503, and the order
-is found by its client order id once the engines are back; a gateway follows a new shard map.
+to another gateway is refused, and an order (whose replay mark its append sets) is
+executed once, even when two copies race to two gateways; the demo daily limit holds when
+two gateways race; with the engines down an order is "status unknown" (-1007) and a book
+read a clear 503, and the order is found by its client order id once the engines are back;
+a gateway follows a new shard map.
 """
 
 from __future__ import annotations
@@ -311,6 +313,49 @@ async def test_a_request_replayed_to_another_gateway_is_refused(cluster: Cluster
             assert ok.status_code == 200, ok.text
             replayed = await http.get(f"{second.url}/api/v3/openOrders?{query}", headers=headers)
         assert replayed.status_code == 400 and replayed.json()["code"] == -1022, replayed.text
+        await alice.close()
+
+
+async def test_an_order_replayed_to_another_gateway_is_refused_and_executed_once(cluster: Cluster) -> None:
+    """A new order's replay mark is set by its append (one round trip): the mark still holds
+    across gateways, also for two copies racing, and a replayed bad order is refused as a replay."""
+    async with contextlib.AsyncExitStack() as stack:
+        first, second = await add_gateway(cluster, stack), await add_gateway(cluster, stack)
+        alice = await user(first)
+        assert alice.private_key is not None and alice.api_key is not None
+        headers = {API_KEY_HEADER: alice.api_key}
+
+        def signed_order(client_id: str, side: str = "SELL") -> str:
+            params = {
+                "symbol": A, "side": side, "type": "LIMIT", "timeInForce": "GTC", "quantity": "1",
+                "price": "150", "newClientOrderId": client_id, "timestamp": _now_ms(), "recvWindow": 5_000,
+            }  # fmt: skip
+            assert alice.private_key is not None
+            return sign_params(params, alice.private_key)
+
+        async with httpx.AsyncClient() as http:
+            once = signed_order("once")
+            ok = await http.post(f"{first.url}/api/v3/order?{once}", headers=headers)
+            assert ok.status_code == 200, ok.text
+            replayed = await http.post(f"{second.url}/api/v3/order?{once}", headers=headers)
+            assert replayed.status_code == 400 and replayed.json()["code"] == -1022, replayed.text
+
+            racing = signed_order("racing")
+            answers = await asyncio.gather(
+                *(http.post(f"{g.url}/api/v3/order?{racing}", headers=headers) for g in (first, second))
+            )
+            codes = sorted(a.status_code for a in answers)
+            assert codes == [200, 400], [a.text for a in answers]
+            assert next(a for a in answers if a.status_code == 400).json()["code"] == -1022
+
+            bad = signed_order("bad", side="SIDEWAYS")
+            refused = await http.post(f"{first.url}/api/v3/order?{bad}", headers=headers)
+            assert refused.status_code == 400 and refused.json()["code"] != -1022, refused.text
+            replayed_bad = await http.post(f"{second.url}/api/v3/order?{bad}", headers=headers)
+            assert replayed_bad.status_code == 400 and replayed_bad.json()["code"] == -1022, replayed_bad.text
+
+        open_orders = await on(alice, second).signed("GET", "/api/v3/openOrders", symbol=A)
+        assert sorted(o["clientOrderId"] for o in open_orders) == ["once", "racing"]
         await alice.close()
 
 

@@ -536,6 +536,28 @@ async def test_redis_append_refuses_to_reuse_offsets_if_the_counter_is_lost(redi
         assert await log.read(0, 10) == [(1, b"a"), (2, b"b")]
 
 
+async def test_redis_append_unless_marked_stores_a_marked_entry_once(redis_backend: Backend) -> None:
+    async with redis_backend.open() as one, redis_backend.open() as two:
+        assert isinstance(one, RedisLog) and isinstance(two, RedisLog)
+        mark, other = f"{one.prefix}:seen:x", f"{one.prefix}:seen:y"
+        assert await one.append_unless_marked([(b"a", mark, 60_000), (b"b", None, 0)]) == [1, 2]
+        # the same mark again, from another client and within one batch: refused, the rest stored
+        assert await two.append_unless_marked([(b"c", mark, 60_000), (b"d", other, 60_000)]) == [0, 3]
+        assert await one.append_unless_marked([(b"e", other, 60_000), (b"f", None, 0)]) == [0, 4]
+        assert await one.append_unless_marked([(b"g", mark, 60_000)]) == [0]
+        assert await one.read(0, 10) == [(1, b"a"), (2, b"b"), (3, b"d"), (4, b"f")]
+        assert await one.last_offset() == 4
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+        try:
+            assert 0 < client.pttl(mark) <= 60_000  # the mark expires
+            client.delete(f"{one.prefix}:next")  # the counter lost: refused before any mark is set
+            with pytest.raises(LogError, match="refusing to reuse"):
+                await one.append_unless_marked([(b"h", f"{one.prefix}:seen:z", 60_000)])
+            assert client.exists(f"{one.prefix}:seen:z") == 0
+        finally:
+            client.close()
+
+
 async def test_redis_read_or_wait_returns_waiting_entries_at_once_and_new_ones_when_they_come(
     redis_backend: Backend,
 ) -> None:

@@ -1,10 +1,11 @@
-"""investo.tasks.cancel_and_wait ends a task even when a library swallowed its cancellation."""
+"""investo.tasks.cancel_and_wait ends a task even when a library swallowed its cancellation;
+run_on_fast_loop runs a service's main on uvloop."""
 
 from __future__ import annotations
 
 import asyncio
 
-from investo.tasks import cancel_and_wait
+from investo.tasks import cancel_and_wait, run_on_fast_loop
 
 
 async def test_a_task_that_swallows_a_cancellation_is_cancelled_again() -> None:
@@ -38,3 +39,11 @@ async def test_a_failed_task_raises_and_none_is_nothing() -> None:
     else:
         raise AssertionError("the task's own error is raised")
     await cancel_and_wait(None)
+
+
+def test_a_service_runs_on_uvloop_and_its_result_comes_back() -> None:
+    async def main() -> str:
+        await asyncio.sleep(0)
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_on_fast_loop(main()).startswith("uvloop")

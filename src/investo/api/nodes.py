@@ -163,6 +163,14 @@ class ApiNode(Protocol):
         """Refuse a request another gateway of the cluster has seen (SignatureReplayed)."""
         ...
 
+    async def submit_signed(self, command: Command, key_id: str, request: SignedRequest) -> Applied:
+        """:meth:`check_replay` then :meth:`submit`, in one round trip where the node can.
+
+        For a request verified without its replay check (``verify(..., replay_checked_by_submit=True)``):
+        raises SignatureReplayed, nothing executed, if another gateway has seen it.
+        """
+        ...
+
     def demo_lock(self, user_id: int) -> AbstractAsyncContextManager[None]:
         """Held while a user's demo claim is checked and made, so the daily limit holds."""
         ...

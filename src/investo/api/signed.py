@@ -15,7 +15,7 @@ from starlette.requests import Request
 from investo.api import errors
 from investo.api.nodes import ApiNode
 from investo.api.params import MAX_PARAMS, Params, parse_query
-from investo.security.signing import API_KEY_HEADER, SigningError
+from investo.security.signing import API_KEY_HEADER, SignedRequest, SigningError
 
 MAX_BODY_BYTES = 16 * 1024
 _KEY_ERRORS = (-2014, -2015)
@@ -26,6 +26,8 @@ class SignedCall:
     user_id: int
     key_id: str
     params: Params
+    signed: SignedRequest
+    replay_checked: bool = True  # False: the caller checks (ApiNode.submit_signed or check_replay)
 
 
 async def read_body(request: Request) -> str:
@@ -63,8 +65,13 @@ async def unsigned_params(request: Request) -> Params:
     return Params(values)
 
 
-async def verify(node: ApiNode, request: Request) -> SignedCall:
-    """Check the API key and signature of ``request``; return who sent what."""
+async def verify(node: ApiNode, request: Request, *, replay_checked_by_submit: bool = False) -> SignedCall:
+    """Check the API key and signature of ``request``; return who sent what.
+
+    ``replay_checked_by_submit``: leave the cluster-wide replay check (this node's own guard
+    has checked) to the caller, who submits with :meth:`ApiNode.submit_signed`, or calls
+    :func:`check_replay` if it ends up submitting nothing.
+    """
     body = await read_body(request)
     query = raw_query(request)
     if query.count("&") + body.count("&") > 2 * MAX_PARAMS:
@@ -75,10 +82,25 @@ async def verify(node: ApiNode, request: Request) -> SignedCall:
     try:
         signed = node.verifier.verify(key, query, body, node.clock_ms())
         assert key is not None
-        await node.check_replay(key, signed)
+        if not replay_checked_by_submit:
+            await node.check_replay(key, signed)
     except SigningError as error:
-        raise errors.ApiError(error.code, error.msg, 401 if error.code in _KEY_ERRORS else 400) from None
-    return SignedCall(node.user_of_key(key), key, Params(signed.params))
+        raise refused(error) from None
+    return SignedCall(node.user_of_key(key), key, Params(signed.params), signed, not replay_checked_by_submit)
+
+
+async def check_replay(node: ApiNode, call: SignedCall) -> None:
+    """The cluster-wide replay check ``verify`` left to the caller (nothing if it made it)."""
+    if not call.replay_checked:
+        try:
+            await node.check_replay(call.key_id, call.signed)
+        except SigningError as error:
+            raise refused(error) from None
+
+
+def refused(error: SigningError) -> errors.ApiError:
+    """The answer to a refused key or signature (401 for a key, else 400)."""
+    return errors.ApiError(error.code, error.msg, 401 if error.code in _KEY_ERRORS else 400)
 
 
 def param_docs(*names: str, signed: bool = False) -> dict[str, Any]:

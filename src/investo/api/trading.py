@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from investo.api import errors, formats
 from investo.api.nodes import ApiNode
 from investo.api.params import Params, amount, steps
-from investo.api.signed import SignedCall, param_docs, verify
+from investo.api.signed import SignedCall, check_replay, param_docs, refused, verify
 from investo.api.units import format_amount
 from investo.core.accounts import validate_order
 from investo.core.messages import (
@@ -36,6 +36,7 @@ from investo.core.messages import (
 )
 from investo.host import Applied, HostStopped, StatusUnknown
 from investo.markets import MarketSpec
+from investo.security.signing import SigningError
 from investo.store import queries
 
 MAX_QUOTE_UNITS = 2**62
@@ -50,9 +51,15 @@ def new_client_order_id() -> str:
     return "x-" + secrets.token_urlsafe(15)
 
 
-async def submit(node: ApiNode, command: Command) -> Applied:
+async def submit(node: ApiNode, command: Command, call: SignedCall | None = None) -> Applied:
+    """Submit ``command``; with the ``call`` it came from, make that call's replay check too
+    if ``verify`` left it to the submit (one round trip for both in a cluster)."""
     try:
+        if call is not None and not call.replay_checked:
+            return await node.submit_signed(command, call.key_id, call.signed)
         return await node.submit(command)
+    except SigningError as error:
+        raise refused(error) from None
     except StatusUnknown:
         client_id = command.client_order_id if isinstance(command, PlaceOrder) else None
         raise errors.status_unknown(client_id) from None
@@ -144,9 +151,10 @@ def count_order(node: ApiNode, call: SignedCall) -> None:
         node.rate_limits.orders_per_key.hit(call.key_id, node.clock_ms())
 
 
-async def place(node: ApiNode, order: NewOrder) -> dict[str, Any]:
-    """Submit ``order``; the answer in its ``newOrderRespType``, or the engine's refusal raised."""
-    applied = await submit(node, order.command)
+async def place(node: ApiNode, order: NewOrder, call: SignedCall | None = None) -> dict[str, Any]:
+    """Submit ``order`` (and ``call``'s replay check, see :func:`submit`); the answer in its
+    ``newOrderRespType``, or the engine's refusal raised."""
+    applied = await submit(node, order.command, call)
     view = _placed_view(order.spec, applied, order.quote_qty)
     if order.resp_type == "ACK":
         return formats.ack_json(view)
@@ -252,10 +260,15 @@ def router(node: ApiNode) -> APIRouter:
     @api.post("/api/v3/order", openapi_extra=param_docs(*ORDER_PARAMS, "newOrderRespType", signed=True))
     async def new_order(request: Request) -> Any:
         """Place an order (LIMIT, LIMIT_MAKER, MARKET by quantity or quoteOrderQty)."""
-        call = await verify(node, request)
-        count_order(node, call)
-        spec = call.params.symbol(node.markets)
-        return await place(node, read_new_order(spec, call.user_id, call.params))
+        call = await verify(node, request, replay_checked_by_submit=True)  # the append marks it
+        try:
+            count_order(node, call)
+            spec = call.params.symbol(node.markets)
+            order = read_new_order(spec, call.user_id, call.params)
+        except errors.ApiError:
+            await check_replay(node, call)  # a replayed bad order is refused as a replay, as before
+            raise
+        return await place(node, order, call)
 
     @api.post("/api/v3/order/test", openapi_extra=param_docs(*ORDER_PARAMS, signed=True))
     async def test_order(request: Request) -> Any:

@@ -3,7 +3,8 @@
 
 Every process takes ``--redis redis://host:port/db?prefix=<namespace>`` and finds the
 markets and the shard map there (written by ``investo cluster init``). Each long-running
-command stops cleanly on SIGTERM or Ctrl-C (an engine saves a snapshot first).
+command runs on uvloop (where installed: fewer steps per wake-up and socket write than the
+standard loop) and stops cleanly on SIGTERM or Ctrl-C (an engine saves a snapshot first).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import ProgrammingError
 
 from investo.cluster import topology as topo
-from investo.tasks import settle_heap
+from investo.tasks import run_on_fast_loop, settle_heap
 
 app = typer.Typer(help="The distributed mode's shard map (Redis).", no_args_is_help=True)
 
@@ -31,10 +32,11 @@ RedisOption = Annotated[str, typer.Option("--redis", help="Redis URL; ?prefix= n
 
 
 def _run_until_stopped(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a role's ``main`` (it stops itself on SIGTERM); no cluster yet: a clear error, exit 1."""
+    """Run a role's ``main`` on uvloop (it stops itself on SIGTERM); no cluster yet: a clear
+    error, exit 1."""
     with contextlib.suppress(KeyboardInterrupt):
         try:
-            asyncio.run(main())
+            run_on_fast_loop(main())
         except topo.ClusterNotInitialised as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(1) from None
@@ -253,7 +255,7 @@ def engine(
             await shard_engine.close()
 
     try:
-        asyncio.run(run())
+        run_on_fast_loop(run())
     except (topo.ClusterNotInitialised, RedisLost, ValueError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None

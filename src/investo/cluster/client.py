@@ -15,6 +15,8 @@ Guarantees
   :class:`~investo.host.StatusUnknown`: the command may or may not have been
   executed (Redis pub/sub delivers at most once), and the caller looks the order up
   by its client order id. The client never retries by itself.
+* A command submitted with a mark is appended at most once per mark, whichever clients
+  of the cluster submit it (the mark is set with ``SET NX`` in the append's own script).
 * The shard map is reloaded whenever ``investo cluster init`` announces a change,
   without a restart; ``on_topology`` callbacks hear of it.
 * Other announcements of the cluster ride on the same subscription: handlers added
@@ -24,6 +26,7 @@ Costs: one pub/sub message per answer, and one append (one round trip, plus the 
 fsync) per command when they come one at a time; commands submitted while a shard's
 append is in flight go together in its next one (:class:`~investo.cluster.batcher.Batcher`),
 so under load a shard's input takes one append per round trip, not one per command.
+A mark (a signed order's replay mark) adds one ``SET NX`` to that append, no round trip.
 ``ts`` never decreases within one client, neither in stamping order nor in the input logs.
 """
 
@@ -48,10 +51,14 @@ from investo.core.exchange import unknown_market_cancel
 from investo.core.messages import CancelAll, CancelOrder, Command, Deposit, Event, PlaceOrder, Withdraw
 from investo.host import Applied, HostStopped, StatusUnknown
 from investo.log.base import LogError
-from investo.log.redis import RedisLog
+from investo.log.redis import MarkedEntry, RedisLog
 from investo.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+
+class MarkTaken(Exception):
+    """The command's mark was already set (see :meth:`ClusterClient.submit`): it was not sent."""
 
 
 class ClusterClient:
@@ -74,7 +81,7 @@ class ClusterClient:
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._logs: dict[tuple[Role, int], RedisLog] = {}
-        self._appenders: dict[tuple[Role, int], Batcher[bytes, int]] = {}
+        self._appenders: dict[tuple[Role, int], Batcher[MarkedEntry, int]] = {}
         self._waiting: dict[int, asyncio.Future[list[Event]]] = {}
         self._numbers = itertools.count(1)
         self.topology: Topology | None = None
@@ -119,8 +126,13 @@ class ClusterClient:
 
     # ------------------------------------------------------------------ commands
 
-    async def submit(self, command: Command) -> Applied:
-        """Send ``command`` to its shard; return it (stamped) with the events it caused."""
+    async def submit(self, command: Command, mark: str | None = None, mark_ttl_ms: int = 0) -> Applied:
+        """Send ``command`` to its shard; return it (stamped) with the events it caused.
+
+        With a ``mark`` (a Redis key, e.g. a signed request's replay mark), the command is
+        appended only if ``SET mark 1 NX PX mark_ttl_ms`` sets it, in the append's own script
+        (one round trip for both); a mark already set raises :class:`MarkTaken`, nothing sent.
+        """
         if self.topology is None:
             raise HostStopped("the gateway is not connected to the cluster")
         ts = max(self._clock_ms(), self._last_ts)
@@ -136,10 +148,12 @@ class ClusterClient:
         try:
             try:
                 offset = await self._appender(*target).submit(
-                    ENCODER.encode(Envelope(command, self.reply_channel, corr))
+                    (ENCODER.encode(Envelope(command, self.reply_channel, corr)), mark, mark_ttl_ms)
                 )
             except (LogError, BatcherClosed) as exc:
                 raise StatusUnknown(f"appending to {target[0]} shard {target[1]} failed: {exc}") from exc
+            if offset == 0:
+                raise MarkTaken(f"{mark} is already set: the command was not sent")
             try:
                 events = await asyncio.wait_for(future, self.timeout_s)
             except TimeoutError:
@@ -157,14 +171,14 @@ class ClusterClient:
         shard = topology.matching_shard(command.market)
         return None if shard is None else ("matching", shard)
 
-    def _appender(self, role: Role, shard: int) -> Batcher[bytes, int]:
+    def _appender(self, role: Role, shard: int) -> Batcher[MarkedEntry, int]:
         """The shard input's group commit: commands submitted meanwhile go in one append."""
         found = self._appenders.get((role, shard))
         if found is None:
             assert self.topology is not None
             url = topo.log_url(self.server_url, self.topology.input_prefix(role, shard))
             shard_log = self._logs[(role, shard)] = RedisLog(url)
-            found = self._appenders[(role, shard)] = Batcher(shard_log.append)
+            found = self._appenders[(role, shard)] = Batcher(shard_log.append_unless_marked)
         return found
 
     # ------------------------------------------------------------------ answers

@@ -23,7 +23,9 @@ embedded :class:`~investo.node.Node` calls its engines, this one goes through th
   lately from SQL (pub/sub delivers at most once);
 * **replays**: a signed request is refused if any gateway of the cluster has seen it
   (``SET NX`` of its signature in Redis until it expires), not only this one; the marks
-  of requests verified while one pipeline of them is in flight go in the next one;
+  of requests verified while one pipeline of them is in flight go in the next one. A new
+  order's mark is set by its append instead (:meth:`GatewayNode.submit_signed`): the
+  order waits for one round trip, not two;
 * **demo funds**: a user's claim is checked and made under a Postgres advisory lock,
   so the daily limit holds whichever gateways the claims go to.
 
@@ -32,8 +34,8 @@ Public market streams are served by ``investo ws`` (:mod:`investo.cluster.wsnode
 own hub too, so the trading screen it serves has them on the same origin.
 
 Costs per request, beyond the embedded mode's: a signed request one Redis ``SET`` (under
-load, many share one pipeline round trip); an order one append (under load, many share
-one) and one answer; a book or balance read one ``MGET`` (plus the replica's
+load, many share one pipeline round trip); an order one append carrying its ``SET`` (under
+load, many share one) and one answer; a book or balance read one ``MGET`` (plus the replica's
 lag, usually nothing); an SQL read one ``MGET`` plus the DB writer's lag.
 """
 
@@ -57,7 +59,7 @@ from investo.api.limits import RateLimits
 from investo.api.nodes import NotCaughtUp
 from investo.cluster import topology as topo
 from investo.cluster.batcher import Batcher, BatcherClosed
-from investo.cluster.client import ClusterClient
+from investo.cluster.client import ClusterClient, MarkTaken
 from investo.cluster.records import Settle
 from investo.cluster.replica import ShardReplica, Stepped
 from investo.cluster.shards import MatchingShard, Shard
@@ -353,15 +355,29 @@ class GatewayNode:
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("reading revoked keys failed: %s", exc)
 
-    async def check_replay(self, key_id: str, request: SignedRequest) -> None:
-        """Refuse the request if another gateway has seen it (this one's guard already checked)."""
+    async def submit_signed(self, command: Command, key_id: str, request: SignedRequest) -> Applied:
+        """Submit ``command`` unless another gateway has seen ``request``: the replay mark is
+        set in the append's own script (one round trip for both; see ClusterClient.submit)."""
+        if not self.ready:
+            raise HostStopped("the gateway is not connected to the cluster")
+        try:
+            return await self.client.submit(command, *self._replay_mark(key_id, request))
+        except MarkTaken:
+            raise SignatureReplayed() from None
+
+    def _replay_mark(self, key_id: str, request: SignedRequest) -> tuple[str, int]:
+        """The Redis key marking ``request`` as seen, and how long it must live (ms)."""
         name = (
             f"{self.namespace}:seen:"
             + hashlib.blake2b(key_id.encode() + b"\0" + request.signature, digest_size=16).hexdigest()
         )
         ttl_ms = max(request.expires_ms - self.clock_ms(), 0) + 1_000  # past its window: refused anyway
+        return name, ttl_ms
+
+    async def check_replay(self, key_id: str, request: SignedRequest) -> None:
+        """Refuse the request if another gateway has seen it (this one's guard already checked)."""
         try:
-            first = await self._seen.submit((name, ttl_ms))
+            first = await self._seen.submit(self._replay_mark(key_id, request))
         except (RedisError, BatcherClosed) as exc:
             raise NotCaughtUp(f"the cluster's Redis cannot be reached ({exc}); try again") from exc
         if not first:

@@ -12,9 +12,9 @@ Storage (every key starts with ``<prefix>``, default ``investo``)
 * ``<prefix>:snapshots``: a hash ``offset -> data`` holding the latest
   ``keep_snapshots`` by offset.
 
-Every operation that touches more than one key is one Lua script (append, trim,
-save_snapshot, latest_snapshot) or one MULTI/EXEC (read), so it is atomic on the
-server: batches from any number of coroutines or processes get consecutive offsets and
+Every operation that touches more than one key is one Lua script (append,
+append_unless_marked, trim, save_snapshot, latest_snapshot) or one MULTI/EXEC (read), so
+it is atomic on the server: batches from any number of coroutines or processes get consecutive offsets and
 never interleave, and a reader sees a batch whole or not at all. The scripts check
 their preconditions before writing anything, so a refused call stores nothing. On a
 Redis Cluster the keys must share a slot: use a hash-tagged prefix (``?prefix={name}``).
@@ -48,7 +48,8 @@ then closes the pool.
 Costs (n entries held, k per call, s snapshots kept, R = one round trip)
 ------------------------------------------------------------------------
 * ``append``: O(k) on the server + R (+ the server's fsync under ``always``); the
-  whole batch travels in one script call.
+  whole batch travels in one script call. ``append_unless_marked``: the same, plus one
+  ``SET NX`` per marked entry in the same script.
 * ``read``: O(log n + k) + R. ``last_offset`` / ``first_offset``: O(1) + R.
 * ``trim``: O(k) for k entries dropped + R (exact ``XTRIM MINID``).
 * ``save_snapshot``: O(s log s) + the data size + R; ``latest_snapshot``: O(s) + R.
@@ -58,7 +59,7 @@ Costs (n entries held, k per call, s snapshots kept, R = one round trip)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -87,19 +88,52 @@ _SOCKET_TIMEOUT_S = 30.0  # ditto (?socket_timeout=...); a timed-out append is "
 # (writing nothing) if the stream already holds offsets past ``next``, as it would if
 # ``next`` were lost: appending then would reuse offsets.
 # Offsets are formatted with %d: Lua's default number format switches to exponents at 1e14.
-_APPEND = """#!lua
+_LAST_OFFSET_CHECKED = """
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #top > 0 and tonumber(string.match(top[1][1], '^%d+')) > last then
     return redis.error_reply(
         'the stream ' .. KEYS[1] .. ' holds offsets past ' .. KEYS[2] .. ': refusing to reuse them')
 end
+"""
+_APPEND = (
+    "#!lua"
+    + _LAST_OFFSET_CHECKED
+    + """
 for i = 1, #ARGV do
     redis.call('XADD', KEYS[1], string.format('%d-0', last + i), 'p', ARGV[i])
 end
 redis.call('SET', KEYS[2], string.format('%d', last + #ARGV))
 return last + 1
 """
+)
+
+# KEYS: log, next, then the marks. ARGV: three per entry: the payload, its mark's index in
+# KEYS (0: none), the mark's time to live in ms. An entry with a mark is appended only if
+# ``SET mark 1 NX PX ttl`` sets it (the mark is new). Returns each entry's offset, 0 where
+# refused. Checks ``next`` as _APPEND does, before writing anything.
+_APPEND_UNLESS_MARKED = (
+    "#!lua"
+    + _LAST_OFFSET_CHECKED
+    + """
+local offset = last
+local offsets = {}
+for i = 1, #ARGV, 3 do
+    local mark = tonumber(ARGV[i + 1])
+    if mark == 0 or redis.call('SET', KEYS[mark], '1', 'NX', 'PX', ARGV[i + 2]) then
+        offset = offset + 1
+        redis.call('XADD', KEYS[1], string.format('%d-0', offset), 'p', ARGV[i])
+        offsets[#offsets + 1] = offset
+    else
+        offsets[#offsets + 1] = 0
+    end
+end
+if offset > last then
+    redis.call('SET', KEYS[2], string.format('%d', offset))
+end
+return offsets
+"""
+)
 
 # KEYS: log, next, first. ARGV: before. Returns {done (0/1), last offset}.
 _TRIM = """#!lua
@@ -151,6 +185,7 @@ return {best, redis.call('HGET', KEYS[1], best)}
 """
 
 T = TypeVar("T")
+MarkedEntry = tuple[bytes, str | None, int]  # (payload, mark key or None, the mark's ttl in ms)
 
 
 class RedisLog(Log):
@@ -175,6 +210,7 @@ class RedisLog(Log):
         self._first_key = f"{self.prefix}:first"
         self._snapshots_key = f"{self.prefix}:snapshots"
         self._append_script = self._client.register_script(_APPEND)
+        self._append_unless_marked_script = self._client.register_script(_APPEND_UNLESS_MARKED)
         self._trim_script = self._client.register_script(_TRIM)
         self._save_snapshot_script = self._client.register_script(_SAVE_SNAPSHOT)
         self._latest_snapshot_script = self._client.register_script(_LATEST_SNAPSHOT)
@@ -224,6 +260,30 @@ class RedisLog(Log):
         if entries[0][0] != after + 1:  # a gap: entries were trimmed; read() says so
             return await self.read(after, limit)
         return entries
+
+    async def append_unless_marked(self, entries: Sequence[MarkedEntry]) -> list[int]:
+        """Append each entry whose mark is new; return each one's offset, 0 where it was refused.
+
+        An entry is ``(payload, mark, ttl_ms)``: with a ``mark`` (a Redis key), the entry is
+        stored only if ``SET mark 1 NX PX ttl_ms`` sets it, in the same script: a request
+        marked on any client of the server is stored once, in one round trip. ``mark`` None:
+        stored as :meth:`append` would. The stored entries take consecutive offsets, in order.
+        """
+        self._check_open()
+        keys = [self._log_key, self._next_key]
+        args: list[bytes | str | int] = []
+        for payload, mark, ttl_ms in entries:
+            if not isinstance(payload, bytes):
+                raise TypeError(f"a payload must be bytes, got {type(payload).__name__}")
+            if mark is None:
+                args += (payload, 0, 0)
+            else:
+                keys.append(mark)
+                args += (payload, len(keys), max(ttl_ms, 1))
+        if not args:
+            return []
+        offsets: Any = await self._run(self._append_unless_marked_script(keys=keys, args=args))
+        return [int(offset) for offset in offsets]
 
     async def _append(self, batch: list[bytes]) -> int:
         first = await self._run(self._append_script(keys=[self._log_key, self._next_key], args=batch))
