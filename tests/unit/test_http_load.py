@@ -107,3 +107,25 @@ async def test_connections_the_server_closed_are_dialled_again_and_no_request_is
             client.close()
     failed = [r for r in results if isinstance(r, HttpLoadError)]
     assert len(failed) == 10 and results.count((200, b"ok")) == 20
+
+
+async def test_a_request_given_up_on_never_hands_its_late_answer_to_the_next() -> None:
+    """A cancelled request (the bench gives up on unanswered orders) closes its connection."""
+
+    def reply(request: bytes) -> list[bytes]:
+        body = request.partition(b"\r\n\r\n")[2]
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]
+
+    server, port = await _serve(reply)
+    async with server:
+        client = HttpLoadClient("127.0.0.1", port, connections=1)
+        await client.open()
+        try:
+            slow = asyncio.create_task(client.post_form("/x", "late=1"))
+            await asyncio.sleep(0)  # written, answer not read yet
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            assert await client.post_form("/x", "next=2") == (200, b"next=2")
+        finally:
+            client.close()

@@ -47,6 +47,7 @@ from investo.client import InvestoClient
 from investo.security.signing import API_KEY_HEADER, encode_params, generate_key_pair
 
 MAX_IN_FLIGHT = 2_000  # beyond this the run is overloaded; later orders count as failed
+ANSWER_GRACE_S = 30.0  # after the last order is sent, answers still missing by then count as failed
 
 
 @dataclass
@@ -294,7 +295,13 @@ async def run_rate(
             continue
         in_flight += 1
         tasks.append(asyncio.create_task(send(load.sent + i, scheduled)))
-    await asyncio.gather(*tasks)
+    if tasks:
+        _, unanswered = await asyncio.wait(tasks, timeout=ANSWER_GRACE_S)
+        for task in unanswered:  # never answered: a failure to report, not a reason to hang
+            task.cancel()
+        counts["errors"] += len(unanswered)
+        if unanswered and not first_error:
+            first_error.append(f"{len(unanswered)} orders got no answer within {ANSWER_GRACE_S:g} s")
     elapsed = time.perf_counter() - start
     load.sent += total
     result = RateResult(rate, total, counts["ok"], counts["errors"], elapsed, latencies)

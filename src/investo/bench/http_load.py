@@ -74,6 +74,13 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self._fail(HttpLoadError(f"connection closed: {exc}"))
 
+    def abandon(self) -> None:
+        """Give up on the request in flight: close, so the pool dials afresh (no stale answer)."""
+        self.closed = True
+        self.waiter = None
+        if self.transport is not None:
+            self.transport.close()
+
     def _fail(self, error: Exception) -> None:
         self.closed = True
         waiter, self.waiter = self.waiter, None
@@ -125,6 +132,9 @@ class HttpLoadClient:
             connection.waiter = waiter
             connection.transport.write(request)
             return await waiter
+        except asyncio.CancelledError:
+            connection.abandon()  # its answer may still come: never hand it to the next request
+            raise
         finally:
             self._release(connection)
 
