@@ -48,7 +48,7 @@ from investo.markets import MarketSpec
 SYMBOL = "BENCH"
 BENCH_MARKET = Market(SYMBOL, "BASE", "QUOTE", notional_unit=1, lot_units=1)
 CHUNK = 50_000  # commands between two progress updates
-BATCH = 512  # records per apply_batch call: investo.host's default max_batch
+BATCH = 512  # records per apply_batch call, commands per applied batch: investo.host's default max_batch
 
 Progress = Callable[[int], None]  # called with the number of commands just fed
 
@@ -86,13 +86,19 @@ def engine_records(flow: Sequence[FlowLine]) -> list[MatchingRecord]:
     return records
 
 
-def _chunks(n: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, CHUNK):
-        yield start, min(start + CHUNK, n)
+def _chunks(n: int, size: int = CHUNK) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
 
 
-def _feed(apply: Callable[[Any], Sequence[object]], records: Sequence[Any], progress: Progress | None) -> Run:
-    """Apply every record, keeping each trade as the naive book keeps its own; time only this.
+def _feed(
+    apply: Callable[[Any], Sequence[object]],
+    units: Sequence[Any],
+    progress: Progress | None,
+    per_unit: int = 1,
+) -> Run:
+    """Apply every unit (a record, or a batch of ``per_unit`` records), keeping each trade as the
+    naive book keeps its own; time only this.
 
     Every event is looked at, and each ``TradeExecuted`` becomes the
     ``(taker, maker, price, qty)`` tuple the naive book appends for its trades,
@@ -102,41 +108,23 @@ def _feed(apply: Callable[[Any], Sequence[object]], records: Sequence[Any], prog
     keep = trades.append
     seconds = 0.0
     gc.collect()
-    for start, end in _chunks(len(records)):
-        chunk = records[start:end]
+    for start, end in _chunks(len(units), max(CHUNK // per_unit, 1)):
+        chunk = units[start:end]
         began = time.perf_counter()
-        for record in chunk:
-            for event in apply(record):
+        for unit in chunk:
+            for event in apply(unit):
                 if type(event) is TradeExecuted:
                     keep((event.taker_order_id, event.maker_order_id, event.price, event.qty))
         seconds += time.perf_counter() - began
         if progress:
-            progress(end - start)
+            progress(sum(len(unit) for unit in chunk) if per_unit > 1 else end - start)
     return Run(seconds, trades)
 
 
 def run_engine(records: Sequence[MatchingRecord], progress: Progress | None = None) -> Run:
-    """Feed every record to a fresh engine, ``BATCH`` records per call; time only the feeding.
-
-    Every event of a batch is looked at, and each ``TradeExecuted`` becomes the
-    ``(taker, maker, price, qty)`` tuple the naive book appends for its trades.
-    """
-    apply_batch = MatchingEngine(BENCH_MARKET).apply_batch
-    trades: list[tuple[int, int, int, int]] = []
-    keep = trades.append
-    seconds = 0.0
-    gc.collect()
-    for start, end in _chunks(len(records)):
-        batches = [records[i : min(i + BATCH, end)] for i in range(start, end, BATCH)]
-        began = time.perf_counter()
-        for batch in batches:
-            for event in apply_batch(batch):
-                if type(event) is TradeExecuted:
-                    keep((event.taker_order_id, event.maker_order_id, event.price, event.qty))
-        seconds += time.perf_counter() - began
-        if progress:
-            progress(end - start)
-    return Run(seconds, trades)
+    """Feed every record to a fresh engine, ``BATCH`` records per call; time only the feeding."""
+    batches = [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
+    return _feed(MatchingEngine(BENCH_MARKET).apply_batch, batches, progress, per_unit=BATCH)
 
 
 def run_naive(flow: Sequence[FlowLine], progress: Progress | None = None) -> Run:
@@ -170,7 +158,6 @@ def write_trades(path: Path, trades: Sequence[tuple[int, int, int, int]]) -> Non
 
 USERS = 1_000
 FUNDS = 10**15  # of each asset per user: enough for every order of the flow
-BATCH = 512  # commands per applied batch: investo.host.EngineHost's default max_batch
 COMMANDS_PER_MS = 400  # the bench's clock: commands are stamped as if 400,000 arrive per second
 START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC, the first command's ts
 BENCH_MARKET_FEES = Market(
