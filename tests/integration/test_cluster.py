@@ -278,63 +278,6 @@ async def test_a_replica_left_behind_a_trim_reloads_the_snapshot_and_catches_up(
             await replica.close()
 
 
-async def test_a_lazy_replica_steps_only_for_a_waiting_reader_and_skips_to_a_newer_snapshot(
-    cluster: tuple[str, topo.Topology],
-) -> None:
-    async with _engines_and_client(cluster, snapshot_every=40) as (server_url, engines, client):
-        wanted = False
-        reloads: list[int] = []
-        stepped: list[int] = []
-        replica = ShardReplica(
-            server_url, cluster[1], "accounts", 1, wanted=lambda: wanted, lazy_check_s=0.05, skip_after=100,
-            on_reload=lambda: reloads.append(replica.applied),
-            on_batch=lambda batch: stepped.extend(offset for offset, _, _ in batch),
-        )  # fmt: skip
-        await replica.start()
-        await replica.catch_up()
-        stop = asyncio.Event()
-        following = asyncio.create_task(replica.follow(stop))
-        try:
-            for command in _funding():
-                await client.submit(command)
-            await engines.drained()
-            engine = engines.engines[("accounts", 1)]
-            await asyncio.sleep(0.3)  # lazy, and nobody reads: nothing is stepped
-            assert replica.applied == 0 and not stepped and engine.applied > 0
-
-            async with asyncio.timeout(5):  # a reader waits: the replica catches up, then rests again
-                await replica.wait_applied(engine.applied)
-            assert replica.state_hash() == engine.shard.state_hash() and not reloads
-            caught_up = replica.applied
-
-            for command in _random_commands(random.Random(7), 300):  # far behind, past a snapshot
-                await client.submit(command)
-            await engines.drained()
-            await asyncio.sleep(0.3)
-            assert replica.applied == caught_up
-            snapshot = await engine.input.latest_snapshot()
-            assert snapshot is not None and snapshot[0] - caught_up >= 100
-            async with asyncio.timeout(5):
-                await replica.wait_applied(engine.applied)
-            assert reloads and reloads[0] >= snapshot[0] > caught_up  # restored, not stepped
-            assert all(offset > reloads[0] for offset in stepped if offset > caught_up)
-            assert replica.state_hash() == engine.shard.state_hash()
-
-            wanted = True  # eager: follows without readers
-            replica.poke()
-            for command in _random_commands(random.Random(8), 20):
-                await client.submit(command)
-            await engines.drained()
-            async with asyncio.timeout(5):
-                while replica.applied < engine.applied:
-                    await asyncio.sleep(0.01)
-            assert replica.state_hash() == engine.shard.state_hash()
-        finally:
-            stop.set()
-            await following
-            await replica.close()
-
-
 async def _published(engine: ShardEngine) -> dict[int, list[Any]]:
     """Input offset -> the events the engine published for it."""
     from investo.cluster.records import OUTPUT_DECODER

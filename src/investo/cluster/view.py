@@ -18,14 +18,9 @@ answered by its matching shard once the settlements are *in* the accounts shards
 not yet applied there. A sync that does not finish within ``timeout_s`` (an engine is down
 or far behind) raises :class:`~investo.api.nodes.NotCaughtUp`.
 
-With ``wanted`` (the gateway's: "a user stream is open here"), the replicas are lazy
-while it says False: they step only when a read syncs them (see
-:mod:`investo.cluster.replica`), so a gateway that only takes orders does not repeat the
-engines' work.
-
 Invariants: every replica steps its shard's input in order and never passes ``done``;
 the view never writes to Redis. Costs: each shard's stepping again in this process (the
-price of local reads; lazy replicas pay it only for the reads), one ``MGET`` per sync.
+price of local reads), one ``MGET`` per sync.
 """
 
 from __future__ import annotations
@@ -63,14 +58,13 @@ class ClusterView:
         on_batch: BatchHandler | None = None,
         on_reload: Callable[[], None] | None = None,
         timeout_s: float = 5.0,
-        wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self.topology = topology
         self.timeout_s = timeout_s
         self._client = client
         self.replicas: dict[ShardKey, ShardReplica] = {}
         for role, shard in topology.every_output():
-            replica = ShardReplica(server_url, topology, role, shard, on_reload=on_reload, wanted=wanted)
+            replica = ShardReplica(server_url, topology, role, shard, on_reload=on_reload)
             if on_batch is not None:
                 replica.on_batch = lambda batch, r=replica: on_batch(r, batch)
             self.replicas[(role, shard)] = replica
@@ -168,11 +162,6 @@ class ClusterView:
     async def sync_all(self) -> None:
         """Wait until every replica has stepped everything appended so far (a quiet cluster's state)."""
         await self.sync(self.replicas, "next")
-
-    def poke(self) -> None:
-        """Make every replica look at ``wanted`` and its shard now (a lazy one turns eager at once)."""
-        for replica in self.replicas.values():
-            replica.poke()
 
     # ------------------------------------------------------------------ progress
 
