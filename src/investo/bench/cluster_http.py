@@ -54,6 +54,7 @@ from investo.bench.cluster_bench import (
 )
 from investo.bench.proc_cpu import CpuMeter
 from investo.store.migrate import upgrade_async
+from investo.tasks import cancel_and_wait
 
 GATEWAYS = 2
 READY_TIMEOUT_S = 60.0
@@ -144,26 +145,20 @@ async def _one_rate(
     load: api_bench.OrderLoad, rate: int, seconds: float, shards: int, watch: Watch, meter: CpuMeter
 ) -> HttpRate:
     behind_max = 0
-    done = asyncio.Event()
 
     async def sample() -> None:
-        """Every SAMPLE_S until ``done``. It ends by itself rather than by cancellation: a
-        cancel that lands inside a Redis call can be swallowed by the client, and the bench
-        then waited for this task forever (about one run in six)."""
         nonlocal behind_max
-        while not done.is_set():
+        while True:
             outputs, committed = await watch.written()
             behind_max = max(behind_max, outputs - committed)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), SAMPLE_S)
+            await asyncio.sleep(SAMPLE_S)
 
     meter.start()
     sampler = asyncio.create_task(sample())
     try:
         result = await api_bench.run_rate(load, rate, seconds)
     finally:
-        done.set()
-        await sampler
+        await cancel_and_wait(sampler)  # re-cancels: redis-py may swallow a cancel mid-command
     answered = time.perf_counter()
     outputs, committed = await watch.written()
     await until_committed(watch)

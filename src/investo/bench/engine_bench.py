@@ -32,6 +32,7 @@ from investo.core.messages import (
     CancelOrder,
     Command,
     Deposit,
+    Event,
     MatchingRecord,
     OrderAccepted,
     OrderType,
@@ -234,28 +235,17 @@ def run_exchange(
     service = MarketData({SYMBOL: bench_spec()}, lambda: clock[0])
     service.attach(lambda: exchange)
     apply = exchange.apply
-    trades: list[tuple[int, int, int, int]] = []
-    keep = trades.append
-    next_tick = START_MS + 1_000
-    seconds = 0.0
-    gc.collect()
-    for first in range(0, len(commands), BATCH):
-        last = min(first + BATCH, len(commands))
-        began = time.perf_counter()
-        batch = []
-        for offset in range(first, last):
-            command = commands[offset]
-            events = apply(command)
-            for event in events:
-                if type(event) is TradeExecuted:
-                    keep((event.taker_order_id, event.maker_order_id, event.price, event.qty))
-            batch.append(Applied(offset + 1, command, events))
-        clock[0] = now = commands[last - 1].ts
+    next_tick = [START_MS + 1_000]
+
+    def apply_batch(offsets: range) -> list[Event]:
+        """Apply the commands at ``offsets`` as the host does, then feed market data; their events."""
+        batch = [Applied(offset + 1, commands[offset], apply(commands[offset])) for offset in offsets]
+        clock[0] = now = commands[offsets[-1]].ts
         service.on_applied(batch)
-        if now >= next_tick:
+        if now >= next_tick[0]:
             service.tick(now)
-            next_tick = now - now % 1_000 + 1_000
-        seconds += time.perf_counter() - began
-        if progress:
-            progress(last - first)
-    return Run(seconds, trades)
+            next_tick[0] = now - now % 1_000 + 1_000
+        return [event for applied in batch for event in applied.events]
+
+    batches = [range(first, min(first + BATCH, len(commands))) for first in range(0, len(commands), BATCH)]
+    return _feed(apply_batch, batches, progress, per_unit=BATCH)
