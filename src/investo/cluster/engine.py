@@ -34,9 +34,10 @@ Invariants
 
 Costs: per batch, two round trips: one ``XREAD BLOCK`` (returns at once when
 entries wait) and one script call (on the server: one ``XADD`` per output and
-forward, one ``PUBLISH`` per gateway answered); one msgpack decode per input entry
-and one encode per output, forward and answer message; stepping is the engines'
-cost; a snapshot serialises the shard every ``snapshot_every`` entries.
+forward, one ``PUBLISH`` per gateway answered); one msgpack decode per input entry,
+one encode of each entry's events (its output entry and its answer embed the same
+bytes) and one per forward; stepping is the engines' cost; a snapshot serialises the
+shard every ``snapshot_every`` entries.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Envelope, Output, Reply
+from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Envelope
 from investo.cluster.shards import AccountsShard, MatchingShard, Shard, Step
 from investo.cluster.topology import Role, Topology, log_url
 from investo.log.base import LogError
@@ -233,10 +234,10 @@ class ShardEngine:
     async def process(self, entries: list[tuple[int, bytes]]) -> None:
         """Step, publish and answer one batch read from the input."""
         steps = [(offset, step_entry(self.shard, offset, payload)) for offset, payload in entries]
-        answers = _answers(steps)
-        await self._publish_batch(self.applied, entries[-1][0], steps, answers)
+        keys, args, answers = self.script_call(self.applied, entries[-1][0], steps)
+        await self._publish_batch(self.applied, entries[-1][0], keys, args)
         self.applied = entries[-1][0]
-        self.stats.replies += answers.count
+        self.stats.replies += answers
         self.stats.entries += len(entries)
         self.stats.batches += 1
         self._since_snapshot += len(entries)
@@ -247,24 +248,9 @@ class ShardEngine:
                 log.warning("%r: snapshot failed (%s)", self, exc)
 
     async def _publish_batch(
-        self, expected: int, new: int, steps: list[tuple[int, Step]], answers: _Answers
+        self, expected: int, new: int, keys: list[str], args: list[int | bytes | str]
     ) -> None:
         """Publish a batch's outputs, forwards and answers with one script call (retried; see the module)."""
-        payloads: dict[RedisLog, list[bytes]] = {}
-        outputs = [ENCODER.encode(Output(offset, s.output)) for offset, s in steps if s.output]
-        if outputs:
-            payloads[self.output] = outputs
-        for _, step in steps:
-            for role, shard, envelope in step.forwards:
-                payloads.setdefault(self._target_log(role, shard), []).append(ENCODER.encode(envelope))
-        keys: list[str] = [self._done_key]
-        args: list[int | bytes | str] = [expected, new]
-        for target, batch in payloads.items():
-            keys += [target.stream_key, target.next_key]
-            args += [len(batch), *batch]
-        args.append(len(answers.messages))
-        for channel, message in answers.messages:
-            args += [channel, message]
         retried = False
         while True:
             try:
@@ -285,6 +271,36 @@ class ShardEngine:
                 )
                 retried = True
                 await asyncio.sleep(RETRY_S)
+
+    def script_call(
+        self, expected: int, new: int, steps: list[tuple[int, Step]]
+    ) -> tuple[list[str], list[int | bytes | str], int]:
+        """The publish script's keys and arguments for a batch (see ``_PUBLISH``), and its number of answers.
+
+        Each step's events are encoded once: its output entry and its answer embed the same bytes.
+        """
+        outputs: list[bytes] = []
+        forwards: dict[RedisLog, list[bytes]] = {}
+        by_channel: dict[str, list[tuple[int, msgspec.Raw]]] = {}
+        for offset, step in steps:
+            if step.output or step.reply_to:
+                events = msgspec.Raw(ENCODER.encode(step.output))
+                if step.output:
+                    outputs.append(ENCODER.encode((offset, events)))  # an Output, array-like
+                if step.reply_to:
+                    by_channel.setdefault(step.reply_to, []).append((step.corr, events))  # a Reply
+            for role, shard, envelope in step.forwards:
+                forwards.setdefault(self._target_log(role, shard), []).append(ENCODER.encode(envelope))
+        payloads = {self.output: outputs, **forwards} if outputs else forwards
+        keys: list[str] = [self._done_key]
+        args: list[int | bytes | str] = [expected, new]
+        for target, batch in payloads.items():
+            keys += [target.stream_key, target.next_key]
+            args += [len(batch), *batch]
+        args.append(len(by_channel))
+        for channel, replies in by_channel.items():
+            args += [channel, ENCODER.encode(replies)]
+        return keys, args, sum(map(len, by_channel.values()))
 
     async def published_up_to(self) -> int:
         """``done`` as Redis holds it, waiting out a lost connection."""
@@ -336,23 +352,6 @@ class ShardEngine:
             await target.close()
         await self.input.close()
         await self.client.aclose()
-
-
-@dataclass(frozen=True, slots=True)
-class _Answers:
-    """A batch's answers: one message per gateway (a list of replies) and how many replies in all."""
-
-    messages: list[tuple[str, bytes]]
-    count: int
-
-
-def _answers(steps: list[tuple[int, Step]]) -> _Answers:
-    by_channel: dict[str, list[Reply]] = {}
-    for _, step in steps:
-        if step.reply is not None:
-            by_channel.setdefault(step.reply_to, []).append(step.reply)
-    messages = [(channel, ENCODER.encode(replies)) for channel, replies in by_channel.items()]
-    return _Answers(messages, sum(map(len, by_channel.values())))
 
 
 def decode_entry(offset: int, payload: bytes) -> Envelope | None:

@@ -43,7 +43,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -410,7 +410,7 @@ def feed_user_streams(streams: UserStreams, shard: Shard, batch: list[Stepped]) 
     streams.on_account_steps(steps, shard.engine.balance, lambda user: user % accounts == number)
 
 
-def _accounts_step(record: object, events: list[Event]) -> AccountsStep:
+def _accounts_step(record: object, events: Sequence[Event]) -> AccountsStep:
     if isinstance(record, PlaceOrder | Deposit | Withdraw):
         return AccountsStep(record, events)
     if isinstance(record, Settle):

@@ -168,7 +168,7 @@ class _Books:
 
 @dataclass
 class _Event:
-    events: list[Any]
+    events: Sequence[Any]
     replayed: bool = False
 
 

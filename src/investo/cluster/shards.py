@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from investo.cluster.records import Envelope, Reply, Settle
+from investo.cluster.records import Envelope, Settle
 from investo.cluster.topology import Role, Topology
 from investo.core.accounts import AccountsEngine
 from investo.core.exchange import unknown_market_cancel
@@ -57,19 +57,25 @@ from investo.core.messages import (
     Withdraw,
 )
 
+Forward = tuple[Role, int, Envelope]
+
 
 @dataclass(slots=True)
 class Step:
-    """What one input entry caused."""
+    """What one input entry caused.
 
-    output: list[Event] = field(default_factory=list)  # for this shard's output log ([] = nothing)
-    forwards: list[tuple[Role, int, Envelope]] = field(default_factory=list)
+    The answer, if somebody waits for one (``reply_to``), is ``Reply(corr, output)``:
+    the output events themselves, so an engine encodes them once for both.
+    """
+
+    output: Sequence[Event] = ()  # for this shard's output log (empty: nothing)
+    forwards: Sequence[Forward] = ()
     reply_to: str = ""  # the gateway's reply channel ("" = nobody waits)
-    reply: Reply | None = None
+    corr: int = 0  # the request's number on that channel
 
 
 def _answer(env: Envelope, events: list[Event]) -> Step:
-    return Step(events, [], env.reply, Reply(env.corr, events) if env.reply else None)
+    return Step(events, (), env.reply, env.corr)
 
 
 class AccountsShard:
@@ -176,7 +182,7 @@ class MatchingShard:
 Shard = AccountsShard | MatchingShard
 
 
-def settlements(events: Sequence[Event], accounts_shards: int) -> list[tuple[Role, int, Envelope]]:
+def settlements(events: Sequence[Event], accounts_shards: int) -> list[Forward]:
     """The events that move money, as one ``Settle`` per accounts shard involved, in shard order."""
     by_shard: dict[int, list[MatchingEvent]] = {}
     for event in events:
