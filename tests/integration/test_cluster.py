@@ -3,7 +3,9 @@
 Evidence: 4 markets on 2 matching shards and 2 accounts shards give the same trades and
 balances as the embedded Exchange for the same commands; value is conserved across the
 whole system; a shard rebuilt from its snapshot and log reaches the same state hash; a
-second engine for the same shard is fenced; a command nobody answers is "status unknown".
+second engine for the same shard is fenced; a command nobody answers is "status unknown";
+a shard rebuilt at a new input epoch is reloaded by a replica that had stepped past the
+rebuilt engine's offsets, and refuses the publish of an engine from before the rebuild.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from cluster_fixtures import MARKETS_TOML, SYMBOLS
+from investo.cluster import rebuild
 from investo.cluster import topology as topo
 from investo.cluster.client import ClusterClient
-from investo.cluster.engine import Fenced, ShardEngine
+from investo.cluster.engine import Fenced, ShardEngine, StateLost, make_shard
 from investo.cluster.local import LocalCluster
-from investo.cluster.replica import ShardReplica
+from investo.cluster.records import Envelope
+from investo.cluster.replica import ShardReplica, ShardRewound
 from investo.cluster.shards import AccountsShard, MatchingShard
 from investo.core.exchange import Exchange
 from investo.core.messages import (
@@ -276,6 +280,102 @@ async def test_a_replica_left_behind_a_trim_reloads_the_snapshot_and_catches_up(
         finally:
             stop.set()
             await replica.close()
+
+
+async def _lose_and_rebuild(server_url: str, topology: topo.Topology, deposits: dict[int, int]) -> int:
+    """Redis loses every shard's state; each is rebuilt (as `cluster rebuild` does) with only
+    ``deposits`` (user -> INR) on the accounts shards, at a new epoch. Returns the epoch."""
+    admin = aioredis.Redis.from_url(server_url)
+    try:
+        for role, number in topology.every_output():
+            prefix = topology.input_prefix(role, number)
+            keys = [key async for key in admin.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await admin.delete(*keys)
+        epoch = await rebuild.new_epoch(admin)
+        for role, number in topology.every_output():
+            shard = make_shard(topology, role, number)
+            for user, amount in deposits.items():
+                if isinstance(shard, AccountsShard) and topology.accounts_shard(user) == number:
+                    shard.step(Envelope(Deposit(0, user, "INR", amount)))
+            await rebuild._install(server_url, admin, topology, role, number, shard, 0, epoch)
+        return epoch
+    finally:
+        await admin.aclose()
+
+
+async def test_a_replica_reloads_when_its_shard_is_rebuilt_at_a_new_epoch(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    """The blind spot epochs close: the rebuilt engine publishes past the replica's offset before
+    the replica looks; the replica must not step the new offsets on its old state."""
+    url, topology = cluster
+    server_url = topo.split_url(url)[0]
+    key: tuple[topo.Role, int] = ("accounts", 0)
+    reloads: list[int] = []
+    replica = ShardReplica(server_url, topology, *key, on_reload=lambda: reloads.append(replica.applied))
+    stop = asyncio.Event()
+    try:
+        async with _engines_and_client(cluster, snapshot_every=50_000) as (_, engines, client):
+            for command in _funding():
+                await client.submit(command)
+            await engines.drained()
+            await replica.start()
+            following = asyncio.create_task(replica.follow(stop))  # eager
+            async with asyncio.timeout(5):
+                await replica.wait_applied(engines.engines[key].applied)
+            stop.set()
+            await following  # the replica does not look while Redis loses and rebuilds the shard
+        stepped, old_hash, old_epoch = replica.applied, replica.state_hash(), replica.epoch
+        assert stepped > 0 and old_epoch == 0  # `cluster init` wrote no epoch: the first one is 0
+
+        epoch = await _lose_and_rebuild(server_url, topology, {2: 7_00})
+        async with _engines_and_client(cluster, snapshot_every=50_000) as (_, engines, client):
+            await asyncio.gather(*(client.submit(Deposit(0, 4, "INR", 100)) for _ in range(stepped + 3)))
+            await engines.drained()
+            engine = engines.engines[key]
+            assert engine.epoch == epoch != old_epoch and engine.applied > stepped
+            with pytest.raises(ShardRewound, match="epoch"):
+                await replica.catch_up()  # without epochs: offsets past `stepped` on the old state
+            assert replica.applied == stepped
+            stop = asyncio.Event()
+            following = asyncio.create_task(replica.follow(stop))
+            async with asyncio.timeout(5):
+                while replica.applied < engine.applied or replica.epoch != epoch:
+                    await asyncio.sleep(0.01)
+            assert reloads == [0]  # from the rebuilt snapshot at offset 0
+            assert replica.state_hash() == engine.shard.state_hash() != old_hash
+            shard = replica.shard
+            assert isinstance(shard, AccountsShard)
+            assert shard.engine.balance(2, "INR")[0] == 7_00  # the rebuilt state, not the old deposits
+            assert shard.engine.balance(4, "INR")[0] == 100 * (stepped + 3)
+    finally:
+        stop.set()
+        await replica.close()
+
+
+async def test_an_engine_started_before_a_rebuild_cannot_publish_in_the_new_epoch(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    """Even with ``done`` exactly where it expects it, an engine of the old epoch is refused."""
+    url, topology = cluster
+    server_url = topo.split_url(url)[0]
+    old = ShardEngine(server_url, topology, "accounts", 0)
+    new: ShardEngine | None = None
+    try:
+        await old.recover()
+        await _lose_and_rebuild(server_url, topology, {})
+        new = ShardEngine(server_url, topology, "accounts", 0)
+        await new.recover()
+        await new.input.append([_envelope(Deposit(1, 2, "INR", 100))])
+        with pytest.raises(StateLost, match="EPOCH"):
+            await old.process(await old.input.read(0, 10))  # done is 0, as the old engine expects
+        await new.process(await new.input.read(0, 10))
+        assert await new.published_up_to() == 1
+    finally:
+        await old.close()
+        if new is not None:
+            await new.close()
 
 
 async def _published(engine: ShardEngine) -> dict[int, list[Any]]:

@@ -13,16 +13,28 @@ step)`` with the events the engine published for it (``step.output``), a read ba
 time, replays from the snapshot included. A replica that falls behind the input's trim
 (the engine trims behind its snapshots) reloads the latest snapshot and calls
 ``on_reload``: ``on_batch`` then misses the entries in between, and a reader must resync
-from the replica's state, as a WebSocket client does from a snapshot. A replica that finds
-``done`` behind what it stepped (Redis lost the shard) keeps its state until the shard is
-rebuilt from SQL (:mod:`investo.cluster.rebuild`: a snapshot at a new input epoch), then
-reloads from that snapshot the same way.
+from the replica's state, as a WebSocket client does from a snapshot.
+
+Input epochs
+------------
+If Redis loses the cluster, ``investo cluster rebuild`` (:mod:`investo.cluster.rebuild`)
+saves each shard's state at input offset 0 and writes a new epoch under
+``<shard>:epoch`` (:mod:`investo.cluster.topology`): the same offsets then name other
+entries. A replica remembers the epoch it loaded its snapshot under (:attr:`epoch`, read
+before the snapshot) and reads the current one with ``done``, in the same ``MGET``, at
+every look (:meth:`catch_up`; :meth:`ClusterView.sync <investo.cluster.view.ClusterView.sync>`
+does the same for its reads and waits in :meth:`wait_epoch`). Another epoch, or ``done``
+behind what it stepped, means its state is not the shard's history any more: it keeps
+that state while the shard has no snapshot within ``done`` (Redis lost it, not rebuilt
+yet), then reloads from the latest snapshot and calls ``on_reload``. So a replica never
+takes a rebuilt shard's offsets for a continuation of what it stepped, however far the
+rebuilt engine has gone before it looks.
 
 :meth:`ShardReplica.wait_applied` lets a reader wait until the replica has stepped a given
 offset (read-your-writes: the offset is read from Redis when the read starts).
 
-Costs: the shard's stepping cost, plus one ``GET done`` and one read per batch; idle, one
-blocking read on the input log every ``block_ms``; busy, about one ``GET done`` and one read
+Costs: the shard's stepping cost, plus one ``MGET done epoch`` and one read per batch; idle, one
+blocking read on the input log every ``block_ms``; busy, about one ``MGET`` and one read
 every ``poll_s`` (or sooner when :meth:`poke`\\ d: a reader never waits for the
 poll), whatever the load, so the cost per entry falls as the load grows.
 """
@@ -45,7 +57,8 @@ BatchObserver = Callable[[list[Stepped]], None]
 
 
 class ShardRewound(RuntimeError):
-    """The shard's ``done`` is behind what the replica stepped: Redis lost the shard's state."""
+    """The shard's ``done`` is behind what the replica stepped, or its epoch changed: Redis lost
+    the shard's state (and it may have been rebuilt from SQL)."""
 
 
 class ShardReplica:
@@ -71,7 +84,8 @@ class ShardReplica:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap by offset
         self._waiter_seq = itertools.count()
         self._poked = asyncio.Event()
-        self._rewound = False  # done went behind applied: wait for the rebuilt snapshot
+        self._rewound = False  # done went behind applied or the epoch changed: reload once rebuilt
+        self._reloads: list[asyncio.Future[None]] = []  # readers waiting for the next reload
 
     def __repr__(self) -> str:
         return f"<ShardReplica {self.role} {self.shard_no} at {self.applied}>"
@@ -85,6 +99,11 @@ class ShardReplica:
     def applied(self) -> int:
         return self._engine.applied
 
+    @property
+    def epoch(self) -> int:
+        """The input epoch the replica's state belongs to (see the module docstring)."""
+        return self._engine.epoch
+
     def state_hash(self) -> str:
         return self._engine.shard.state_hash()
 
@@ -96,7 +115,9 @@ class ShardReplica:
     async def catch_up(self) -> int:
         """Step everything the engine has published so far; return how many entries."""
         engine = self._engine
-        done = await engine.published_up_to()
+        done, epoch = await engine.published_marks()
+        if epoch != engine.epoch:
+            raise ShardRewound(f"{engine!r}: the epoch is {epoch}, not {engine.epoch}: the shard was rebuilt")
         if done < engine.applied:
             raise ShardRewound(f"{engine!r}: done is {done}")
         stepped = 0
@@ -130,9 +151,7 @@ class ShardReplica:
                     await engine.input.wait_for_entries(engine.applied, engine.block_ms)
                     await self._pause()  # entries not published yet: the engine is on them
             except LogTrimmedError:  # fell behind a trim: start again from the latest snapshot
-                await self.start()
-                if self.on_reload is not None:
-                    self.on_reload()
+                await self._reload()
             except ShardRewound:
                 self._rewound = True
             except LogError:
@@ -143,19 +162,29 @@ class ShardReplica:
         engine = self._engine
         snapshot = await engine.input.latest_snapshot()
         if snapshot is None or snapshot[0] > await engine.published_up_to():
-            await asyncio.sleep(0.2)  # not rebuilt yet (investo cluster rebuild): keep the old state
+            await self._pause(0.2)  # not rebuilt yet (investo cluster rebuild): keep the old state
             return
+        await self._reload()
+
+    async def _reload(self) -> None:
+        """Start again from the latest snapshot (under the current epoch); tell ``on_reload``."""
+        engine = self._engine
         engine.shard = make_shard(engine.topology, engine.role, engine.shard_no)
         engine.applied = 0
         await self.start()
         self._rewound = False
+        reloads, self._reloads = self._reloads, []
+        for future in reloads:
+            if not future.done():
+                future.set_result(None)
         if self.on_reload is not None:
             self.on_reload()
 
-    async def _pause(self) -> None:
+    async def _pause(self, seconds: float | None = None) -> None:
+        """Wait ``seconds`` (default ``poll_s``) or until poked."""
         self._poked.clear()
         try:
-            async with asyncio.timeout(self.poll_s):
+            async with asyncio.timeout(self.poll_s if seconds is None else seconds):
                 await self._poked.wait()
         except TimeoutError:
             pass
@@ -173,6 +202,20 @@ class ShardReplica:
         self.poke()
         await future
 
+    async def wait_epoch(self, epoch: int) -> None:
+        """Return once the replica's state belongs to ``epoch``, the shard's as a reader just read it.
+
+        A replica under another epoch reloads (see the module docstring); this returns after
+        its next reload, which reads the epoch again (so a newer one than ``epoch`` counts).
+        """
+        if self._engine.epoch == epoch:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reloads.append(future)
+        self._rewound = True
+        self.poke()
+        await future
+
     def _resolve_waiters(self) -> None:
         waiters = self._waiters
         applied = self._engine.applied
@@ -185,4 +228,7 @@ class ShardReplica:
         for _, _, future in self._waiters:
             future.cancel()
         self._waiters.clear()
+        for future in self._reloads:
+            future.cancel()
+        self._reloads.clear()
         await self._engine.close()
