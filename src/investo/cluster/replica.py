@@ -33,10 +33,32 @@ rebuilt engine has gone before it looks.
 :meth:`ShardReplica.wait_applied` lets a reader wait until the replica has stepped a given
 offset (read-your-writes: the offset is read from Redis when the read starts).
 
-Costs: the shard's stepping cost, plus one ``MGET done epoch`` and one read per batch; idle, one
-blocking read on the input log every ``block_ms``; busy, about one ``MGET`` and one read
+Eager or lazy
+-------------
+A replica whose ``wanted`` callable says False (a gateway with no user stream open) is
+*lazy*: it steps nothing until a reader waits for it (:meth:`wait_applied`), then catches
+up to what the engine has published, and rests again once no reader waits. Its shard's
+stepping then costs this process nothing while nobody reads: a second gateway adds HTTP
+capacity, not a second copy of every engine's work. A lazy replica may fall behind the
+input's trim; the next read then reloads the latest snapshot (as above) instead of
+stepping the whole backlog, and one ``skip_after`` entries or more behind restores the
+latest snapshot if it is newer than what it stepped (``on_reload`` is called in both cases, as
+``on_batch`` missed entries). It checks ``wanted`` again every ``lazy_check_s``, so it
+turns eager within that time (:meth:`poke` makes it look at once). ``wanted`` defaults
+to always (eager), as a witness needs.
+
+A lazy replica may rest for long while its shard is lost and rebuilt, and the rebuilt
+engine may publish far past the offset it rested at: ``done`` alone cannot tell it. The
+epoch can: the reader's sync (:meth:`wait_epoch`) and the replica's own catch-up read it
+with ``done``, so the first read after a rebuild reloads the rebuilt snapshot before it
+is answered (see Input epochs).
+
+Costs: the shard's stepping cost, plus one ``MGET done epoch`` and one read per batch; idle,
+one blocking read on the input log every ``block_ms``; busy, about one ``MGET`` and one read
 every ``poll_s`` (or sooner when :meth:`poke`\\ d: a reader never waits for the
-poll), whatever the load, so the cost per entry falls as the load grows.
+poll), whatever the load, so the cost per entry falls as the load grows. Lazy and unread:
+nothing but a timer every ``lazy_check_s``. A catch-up steps ``batch`` entries between two
+reads of the log, so a long one lets the event loop run other tasks between batches.
 """
 
 from __future__ import annotations
@@ -74,6 +96,9 @@ class ShardReplica:
         batch: int = 1_000,
         block_ms: int = 200,
         poll_s: float = 0.005,
+        wanted: Callable[[], bool] = lambda: True,
+        lazy_check_s: float = 0.25,
+        skip_after: int = 5_000,
     ) -> None:
         self._engine = ShardEngine(server_url, topology, role, shard, batch=batch, block_ms=block_ms)
         self.role = role
@@ -81,6 +106,9 @@ class ShardReplica:
         self.on_batch = on_batch
         self.on_reload = on_reload
         self.poll_s = poll_s
+        self.wanted = wanted  # False: lazy (step only for a waiting reader); see the module docstring
+        self.lazy_check_s = lazy_check_s
+        self.skip_after = skip_after  # lazy and this far behind: a newer snapshot beats stepping
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap by offset
         self._waiter_seq = itertools.count()
         self._poked = asyncio.Event()
@@ -145,6 +173,11 @@ class ShardReplica:
                 if self._rewound:
                     await self._reload_rebuilt()
                     continue
+                if not self.wanted():
+                    if not self._waiters:
+                        await self._pause(self.lazy_check_s)  # lazy: a waiting reader pokes
+                        continue
+                    await self._skip_ahead()
                 if await self.catch_up():
                     await self._pause()  # busy: more comes within poll_s (a reader pokes sooner)
                 else:
@@ -156,6 +189,23 @@ class ShardReplica:
                 self._rewound = True
             except LogError:
                 await asyncio.sleep(0.2)
+
+    async def _skip_ahead(self) -> None:
+        """Lazy and ``skip_after`` entries behind: restore the latest snapshot if it is ahead."""
+        engine = self._engine
+        done, epoch = await engine.published_marks()
+        if epoch != engine.epoch:
+            raise ShardRewound(f"{engine!r}: the epoch is {epoch}, not {engine.epoch}: the shard was rebuilt")
+        if done - engine.applied < self.skip_after:
+            return
+        snapshot = await engine.input.latest_snapshot()
+        if snapshot is None or not engine.applied < snapshot[0] <= done:
+            return
+        engine.applied, data = snapshot
+        engine.shard.restore(data)
+        self._resolve_waiters()
+        if self.on_reload is not None:
+            self.on_reload()  # on_batch missed the entries skipped
 
     async def _reload_rebuilt(self) -> None:
         """After Redis lost the shard: once it is rebuilt (a snapshot within ``done``), start from it."""

@@ -24,9 +24,18 @@ cluster rebuild`` restored it) reloads from the shard's latest snapshot before t
 goes on, so the offsets of the new epoch are never compared with those of the old one and
 no read is answered from the state before the loss.
 
+With ``wanted`` (the gateway's: "a user stream is open here"), the replicas are lazy
+while it says False: they step only when a read syncs them (see
+:mod:`investo.cluster.replica`), so a gateway that only takes orders does not repeat the
+engines' work. A lazy replica looks at its shard only when a read syncs it; that sync's
+epoch check is what makes a replica that rested through a rebuild reload rather than
+serve the state from before the loss.
+
 Invariants: every replica steps its shard's input in order and never passes ``done``;
-the view never writes to Redis. Costs: each shard's stepping again in this process (the
-price of local reads), one ``MGET`` per sync (marks and epochs of the shards concerned).
+the view never writes to Redis; a read is answered from the replica's state under the
+shard's epoch as the sync read it (or a newer one). Costs: each shard's stepping again in
+this process (the price of local reads; lazy replicas pay it only for the reads), one
+``MGET`` per sync (marks and epochs of the shards concerned).
 """
 
 from __future__ import annotations
@@ -64,13 +73,14 @@ class ClusterView:
         on_batch: BatchHandler | None = None,
         on_reload: Callable[[], None] | None = None,
         timeout_s: float = 5.0,
+        wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self.topology = topology
         self.timeout_s = timeout_s
         self._client = client
         self.replicas: dict[ShardKey, ShardReplica] = {}
         for role, shard in topology.every_output():
-            replica = ShardReplica(server_url, topology, role, shard, on_reload=on_reload)
+            replica = ShardReplica(server_url, topology, role, shard, on_reload=on_reload, wanted=wanted)
             if on_batch is not None:
                 replica.on_batch = lambda batch, r=replica: on_batch(r, batch)
             self.replicas[(role, shard)] = replica
@@ -171,6 +181,11 @@ class ClusterView:
     async def sync_all(self) -> None:
         """Wait until every replica has stepped everything appended so far (a quiet cluster's state)."""
         await self.sync(self.replicas, "next")
+
+    def poke(self) -> None:
+        """Make every replica look at ``wanted`` and its shard now (a lazy one turns eager at once)."""
+        for replica in self.replicas.values():
+            replica.poke()
 
     # ------------------------------------------------------------------ progress
 
