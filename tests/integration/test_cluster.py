@@ -3,7 +3,9 @@
 Evidence: 4 markets on 2 matching shards and 2 accounts shards give the same trades and
 balances as the embedded Exchange for the same commands; value is conserved across the
 whole system; a shard rebuilt from its snapshot and log reaches the same state hash; a
-second engine for the same shard is fenced; a command nobody answers is "status unknown".
+second engine for the same shard is fenced; a command nobody answers is "status unknown";
+a shard rebuilt at a new input epoch is reloaded by a replica that had stepped past the
+rebuilt engine's offsets, and refuses the publish of an engine from before the rebuild.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from cluster_fixtures import MARKETS_TOML, SYMBOLS
+from investo.cluster import rebuild
 from investo.cluster import topology as topo
 from investo.cluster.client import ClusterClient
-from investo.cluster.engine import Fenced, ShardEngine
+from investo.cluster.engine import Fenced, ShardEngine, StateLost, make_shard
 from investo.cluster.local import LocalCluster
-from investo.cluster.replica import ShardReplica
+from investo.cluster.records import Envelope
+from investo.cluster.replica import ShardReplica, ShardRewound
 from investo.cluster.shards import AccountsShard, MatchingShard
+from investo.cluster.view import ClusterView
 from investo.core.exchange import Exchange
 from investo.core.messages import (
     CancelOrder,
@@ -276,6 +281,202 @@ async def test_a_replica_left_behind_a_trim_reloads_the_snapshot_and_catches_up(
         finally:
             stop.set()
             await replica.close()
+
+
+async def _lose_and_rebuild(server_url: str, topology: topo.Topology, deposits: dict[int, int]) -> int:
+    """Redis loses every shard's state; each is rebuilt (as `cluster rebuild` does) with only
+    ``deposits`` (user -> INR) on the accounts shards, at a new epoch. Returns the epoch."""
+    admin = aioredis.Redis.from_url(server_url)
+    try:
+        for role, number in topology.every_output():
+            prefix = topology.input_prefix(role, number)
+            keys = [key async for key in admin.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await admin.delete(*keys)
+        epoch = await rebuild.new_epoch(admin)
+        for role, number in topology.every_output():
+            shard = make_shard(topology, role, number)
+            for user, amount in deposits.items():
+                if isinstance(shard, AccountsShard) and topology.accounts_shard(user) == number:
+                    shard.step(Envelope(Deposit(0, user, "INR", amount)))
+            await rebuild._install(server_url, admin, topology, role, number, shard, 0, epoch)
+        return epoch
+    finally:
+        await admin.aclose()
+
+
+async def test_a_replica_reloads_when_its_shard_is_rebuilt_at_a_new_epoch(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    """The blind spot epochs close: the rebuilt engine publishes past the replica's offset before
+    the replica looks; the replica must not step the new offsets on its old state."""
+    url, topology = cluster
+    server_url = topo.split_url(url)[0]
+    key: tuple[topo.Role, int] = ("accounts", 0)
+    reloads: list[int] = []
+    replica = ShardReplica(server_url, topology, *key, on_reload=lambda: reloads.append(replica.applied))
+    stop = asyncio.Event()
+    try:
+        async with _engines_and_client(cluster, snapshot_every=50_000) as (_, engines, client):
+            for command in _funding():
+                await client.submit(command)
+            await engines.drained()
+            await replica.start()
+            following = asyncio.create_task(replica.follow(stop))  # eager
+            async with asyncio.timeout(5):
+                await replica.wait_applied(engines.engines[key].applied)
+            stop.set()
+            await following  # the replica does not look while Redis loses and rebuilds the shard
+        stepped, old_hash, old_epoch = replica.applied, replica.state_hash(), replica.epoch
+        assert stepped > 0 and old_epoch == 0  # `cluster init` wrote no epoch: the first one is 0
+
+        epoch = await _lose_and_rebuild(server_url, topology, {2: 7_00})
+        async with _engines_and_client(cluster, snapshot_every=50_000) as (_, engines, client):
+            await asyncio.gather(*(client.submit(Deposit(0, 4, "INR", 100)) for _ in range(stepped + 3)))
+            await engines.drained()
+            engine = engines.engines[key]
+            assert engine.epoch == epoch != old_epoch and engine.applied > stepped
+            with pytest.raises(ShardRewound, match="epoch"):
+                await replica.catch_up()  # without epochs: offsets past `stepped` on the old state
+            assert replica.applied == stepped
+            stop = asyncio.Event()
+            following = asyncio.create_task(replica.follow(stop))
+            async with asyncio.timeout(5):
+                while replica.applied < engine.applied or replica.epoch != epoch:
+                    await asyncio.sleep(0.01)
+            assert reloads == [0]  # from the rebuilt snapshot at offset 0
+            assert replica.state_hash() == engine.shard.state_hash() != old_hash
+            shard = replica.shard
+            assert isinstance(shard, AccountsShard)
+            assert shard.engine.balance(2, "INR")[0] == 7_00  # the rebuilt state, not the old deposits
+            assert shard.engine.balance(4, "INR")[0] == 100 * (stepped + 3)
+    finally:
+        stop.set()
+        await replica.close()
+
+
+async def test_an_engine_started_before_a_rebuild_cannot_publish_in_the_new_epoch(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    """Even with ``done`` exactly where it expects it, an engine of the old epoch is refused."""
+    url, topology = cluster
+    server_url = topo.split_url(url)[0]
+    old = ShardEngine(server_url, topology, "accounts", 0)
+    new: ShardEngine | None = None
+    try:
+        await old.recover()
+        await _lose_and_rebuild(server_url, topology, {})
+        new = ShardEngine(server_url, topology, "accounts", 0)
+        await new.recover()
+        await new.input.append([_envelope(Deposit(1, 2, "INR", 100))])
+        with pytest.raises(StateLost, match="EPOCH"):
+            await old.process(await old.input.read(0, 10))  # done is 0, as the old engine expects
+        await new.process(await new.input.read(0, 10))
+        assert await new.published_up_to() == 1
+    finally:
+        await old.close()
+        if new is not None:
+            await new.close()
+
+
+async def test_a_lazy_replica_steps_only_for_a_waiting_reader_and_skips_to_a_newer_snapshot(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    async with _engines_and_client(cluster, snapshot_every=40) as (server_url, engines, client):
+        wanted = False
+        reloads: list[int] = []
+        stepped: list[int] = []
+        replica = ShardReplica(
+            server_url, cluster[1], "accounts", 1, wanted=lambda: wanted, lazy_check_s=0.05, skip_after=100,
+            on_reload=lambda: reloads.append(replica.applied),
+            on_batch=lambda batch: stepped.extend(offset for offset, _, _ in batch),
+        )  # fmt: skip
+        await replica.start()
+        await replica.catch_up()
+        stop = asyncio.Event()
+        following = asyncio.create_task(replica.follow(stop))
+        try:
+            for command in _funding():
+                await client.submit(command)
+            await engines.drained()
+            engine = engines.engines[("accounts", 1)]
+            await asyncio.sleep(0.3)  # lazy, and nobody reads: nothing is stepped
+            assert replica.applied == 0 and not stepped and engine.applied > 0
+
+            async with asyncio.timeout(5):  # a reader waits: the replica catches up, then rests again
+                await replica.wait_applied(engine.applied)
+            assert replica.state_hash() == engine.shard.state_hash() and not reloads
+            caught_up = replica.applied
+
+            for command in _random_commands(random.Random(7), 300):  # far behind, past a snapshot
+                await client.submit(command)
+            await engines.drained()
+            await asyncio.sleep(0.3)
+            assert replica.applied == caught_up
+            snapshot = await engine.input.latest_snapshot()
+            assert snapshot is not None and snapshot[0] - caught_up >= 100
+            async with asyncio.timeout(5):
+                await replica.wait_applied(engine.applied)
+            assert reloads and reloads[0] >= snapshot[0] > caught_up  # restored, not stepped
+            assert all(offset > reloads[0] for offset in stepped if offset > caught_up)
+            assert replica.state_hash() == engine.shard.state_hash()
+
+            wanted = True  # eager: follows without readers
+            replica.poke()
+            for command in _random_commands(random.Random(8), 20):
+                await client.submit(command)
+            await engines.drained()
+            async with asyncio.timeout(5):
+                while replica.applied < engine.applied:
+                    await asyncio.sleep(0.01)
+            assert replica.state_hash() == engine.shard.state_hash()
+        finally:
+            stop.set()
+            await following
+            await replica.close()
+
+
+async def test_a_lazy_view_answers_from_the_rebuilt_shards_after_redis_lost_the_cluster(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    """Lazy replicas look at their shards only when read: the read's sync finds the new epoch,
+    whether the rebuilt engine is behind the replica's offset (a book) or past it (balances)."""
+    url, topology = cluster
+    server_url = topo.split_url(url)[0]
+    admin = aioredis.Redis.from_url(server_url)
+    reloads: list[int] = []
+    view = ClusterView(server_url, topology, admin, wanted=lambda: False, on_reload=lambda: reloads.append(1))
+    accounts: tuple[topo.Role, int] = ("accounts", 0)
+    book = ("matching", topology.matching_shard("AINR"))
+    try:
+        async with _engines_and_client(cluster, snapshot_every=50_000) as (_, engines, client):
+            for command in _funding():
+                await client.submit(command)
+            sell = PlaceOrder(0, 2, "AINR", Side.SELL, OrderType.LIMIT, TimeInForce.GTC, 2000, 3)
+            await client.submit(sell)
+            await engines.drained()
+            await view.start()
+            await view.sync_all()
+            assert len(view.matching("AINR").open_orders()) == 1
+            old_balance = view.balance(2, "INR")
+            stepped = view.replicas[accounts].applied
+        epoch = await _lose_and_rebuild(server_url, topology, {2: 7_00})
+        async with _engines_and_client(cluster, snapshot_every=50_000) as (_, engines, client):
+            await asyncio.gather(*(client.submit(Deposit(0, 4, "INR", 100)) for _ in range(stepped + 3)))
+            await engines.drained()
+            assert engines.engines[accounts].applied > stepped  # past the lazy replica's offset
+            await view.sync([accounts], "done")
+            assert view.balance(2, "INR") == (7_00, 0) != old_balance
+            assert view.balance(4, "INR") == (100 * (stepped + 3), 0)
+            await view.sync(view.shards_of_markets(["AINR"]), "done")  # done 0: behind the replica
+            assert view.matching("AINR").open_orders() == []
+            for key in (accounts, book):
+                assert view.replicas[key].epoch == epoch
+                assert view.replicas[key].state_hash() == engines.engines[key].shard.state_hash()
+            assert len(reloads) == 2
+    finally:
+        await view.stop()
+        await admin.aclose()
 
 
 async def _published(engine: ShardEngine) -> dict[int, list[Any]]:

@@ -1,9 +1,9 @@
 """`investo cluster rebuild` and `cluster init --database` on real Redis and Postgres: the guards.
 
 A rebuild needs the cluster's configuration in SQL (a DB writer saves it), writes nothing on
-a dry run, restores every shard (snapshot at input offset 0, output counters, configuration
-last; run again if it was interrupted), and refuses to run over a Redis that still holds
-the cluster. `cluster init --database`
+a dry run, restores every shard (snapshot at input offset 0, a new input epoch, output
+counters, configuration last; run again if it was interrupted: another new epoch), and
+refuses to run over a Redis that still holds the cluster. `cluster init --database`
 refuses to start afresh a cluster that Redis lost while SQL holds it.
 """
 
@@ -68,14 +68,19 @@ def test_rebuild_guards_dry_run_and_restore(cluster_url: str, postgres_url: str)
         done = runner.invoke(app, args)
         assert done.exit_code == 0 and "rebuilt from SQL" in done.output, done.output
         assert topo.Topology.decode(namespace, client.get(topo.config_key(namespace))) == topology  # type: ignore[arg-type]
+        epochs = set()
         for role, shard in topology.every_output():
             assert client.hlen(f"{topology.input_prefix(role, shard)}:snapshots") == 1
+            epochs.add(topo.parse_epoch(client.get(topology.epoch_key(role, shard))))  # type: ignore[arg-type]
+        assert len(epochs) == 1 and 0 not in epochs  # a new input epoch, the same for every shard
 
         again = runner.invoke(app, args)
         assert again.exit_code == 1 and "nothing to rebuild" in again.output
         client.delete(topo.config_key(namespace))  # as if the rebuild died before its last write
         redone = runner.invoke(app, args)
         assert redone.exit_code == 0 and "rebuilt from SQL" in redone.output, redone.output
+        for role, shard in topology.every_output():  # each rebuild starts an epoch of its own
+            assert topo.parse_epoch(client.get(topology.epoch_key(role, shard))) not in epochs  # type: ignore[arg-type]
         assert runner.invoke(app, [*init, "--database", postgres_url]).exit_code == 0  # Redis has it now
     finally:
         client.close()

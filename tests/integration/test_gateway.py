@@ -234,6 +234,44 @@ async def test_the_user_stream_over_the_cluster(cluster: Cluster) -> None:
             await c.close()
 
 
+async def test_replicas_step_only_for_reads_until_a_user_stream_opens(cluster: Cluster) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        gateway = await add_gateway(cluster, stack)
+        maker = await user(gateway)
+        assert gateway.node.view is not None
+        replica = gateway.node.view.replicas[("matching", 0)]  # the shard of market A
+        redis = aioredis.Redis.from_url(topo.split_url(cluster.url)[0])
+        done_key = replica.shard.topology.done_key("matching", 0)
+        before = replica.applied
+        for price in ("100", "101", "102"):
+            await maker.place_order(A, "SELL", "LIMIT", quantity="1", price=price, timeInForce="GTC")
+        await asyncio.sleep(0.6)  # orders only, no reads and no stream: the replica rests
+        assert replica.applied == before < int(await redis.get(done_key) or 0)
+        assert [level[0] for level in (await maker.depth(A))["asks"]] == [
+            "100.00000000", "101.00000000", "102.00000000",
+        ]  # fmt: skip
+        assert replica.applied > before  # the read made it catch up
+
+        await maker.place_order(A, "SELL", "LIMIT", quantity="1", price="103", timeInForce="GTC")
+        key = (await maker.signed("POST", "/api/v3/userDataStream"))["listenKey"]
+        got: list[dict[str, Any]] = []
+        async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/ws/{key}") as ws:
+            reader = asyncio.create_task(_read(ws, got))
+            await asyncio.sleep(0.3)  # the orders placed before the stream opened never show up
+            assert not [m for m in got if m["e"] == "executionReport"]
+            placed = await maker.place_order(A, "SELL", "LIMIT", quantity="1", price="104", timeInForce="GTC")
+            await _until(lambda: any(m["e"] == "executionReport" for m in got))
+            reports = [(m["i"], m["x"]) for m in got if m["e"] == "executionReport"]
+            assert reports == [(placed["orderId"], "NEW")]
+            # eager now that a stream is open: the replica follows without reads
+            published = int(await redis.get(done_key) or 0)
+            await _until(lambda: replica.applied >= published)
+            reader.cancel()
+        await maker.cancel_all(A)
+        await maker.close()
+        await redis.aclose()
+
+
 async def test_keys_registered_on_one_gateway_and_revoked_on_another(cluster: Cluster) -> None:
     async with contextlib.AsyncExitStack() as stack:
         first = await add_gateway(cluster, stack, key_sweep_s=0.2)

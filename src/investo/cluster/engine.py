@@ -24,9 +24,11 @@ Invariants
   first, and a socket still sending older output does so behind a write barrier), so
   a gateway never hears of something a crash could undo. A publish retried after a
   lost answer is refused (``done`` moved) and sends nothing twice.
-* **Lost state is noticed.** ``done`` only moves forward; finding it behind what this
-  engine published (a refused publish, or a check every second while idle) means
-  Redis lost its data: the engine stops (:class:`StateLost`) rather than go on from a
+* **Lost state is noticed.** ``done`` only moves forward and the shard's input epoch
+  (``<shard>:epoch``, read before the snapshot) changes only when the shard is rebuilt
+  from SQL; finding ``done`` behind what this engine published, or another epoch (the
+  publish script checks it, and an idle engine both every second), means Redis lost its
+  data: the engine stops (:class:`StateLost`) rather than go on from a
   state Redis no longer backs. Started with ``--database`` it then rebuilds the
   cluster from SQL (:mod:`investo.cluster.rebuild`).
 * Snapshots are taken only of published state (offset ≤ ``done``), and the input
@@ -58,7 +60,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Envelope
 from investo.cluster.shards import AccountsShard, MatchingShard, Shard, Step
-from investo.cluster.topology import Role, Topology, log_url
+from investo.cluster.topology import Role, Topology, log_url, parse_epoch
 from investo.log.base import LogError
 from investo.log.redis import RedisLog
 
@@ -68,34 +70,39 @@ ReplayProgress = Callable[[int, int], None]
 RETRY_S = 0.2  # between attempts while Redis is unreachable
 LOST_CHECK_S = 1.0  # an idle engine checks this often that Redis still holds what it published
 
-# KEYS: done, then (stream, next) per target log. ARGV: expected done, new done, then per
-# target: a count and that many payloads, then the number of answers and that many
-# (channel, message) pairs. Checks everything first, so a refused call writes and sends
-# nothing; appends with the RedisLog layout (stream id "<offset>-0", field p), then
-# publishes the answers (Redis sends them after the script's writes are in the AOF).
+# KEYS: done, epoch, then (stream, next) per target log. ARGV: expected done, new done,
+# the epoch the engine loaded under, then per target: a count and that many payloads, then
+# the number of answers and that many (channel, message) pairs. Checks everything first
+# (the epoch, then done), so a refused call writes and sends nothing; appends with the
+# RedisLog layout (stream id "<offset>-0", field p), then publishes the answers (Redis
+# sends them after the script's writes are in the AOF).
 _PUBLISH = """#!lua
+local epoch = redis.call('GET', KEYS[2]) or '0'
+if epoch ~= ARGV[3] then
+    return redis.error_reply('EPOCH ' .. KEYS[2] .. ' is ' .. epoch .. ', not ' .. ARGV[3])
+end
 local done = tonumber(redis.call('GET', KEYS[1]) or '0')
 if done ~= tonumber(ARGV[1]) then
     return redis.error_reply('FENCED ' .. KEYS[1] .. ' is at ' .. done .. ', not ' .. ARGV[1])
 end
-local targets = (#KEYS - 1) / 2
+local targets = (#KEYS - 2) / 2
 for j = 1, targets do
-    local last = tonumber(redis.call('GET', KEYS[2 * j + 1]) or '0')
-    local top = redis.call('XREVRANGE', KEYS[2 * j], '+', '-', 'COUNT', 1)
+    local last = tonumber(redis.call('GET', KEYS[2 * j + 2]) or '0')
+    local top = redis.call('XREVRANGE', KEYS[2 * j + 1], '+', '-', 'COUNT', 1)
     if #top > 0 and tonumber(string.match(top[1][1], '^%d+')) > last then
-        return redis.error_reply('the stream ' .. KEYS[2 * j] .. ' holds offsets past its counter')
+        return redis.error_reply('the stream ' .. KEYS[2 * j + 1] .. ' holds offsets past its counter')
     end
 end
-local a = 3
+local a = 4
 for j = 1, targets do
     local count = tonumber(ARGV[a])
     a = a + 1
-    local last = tonumber(redis.call('GET', KEYS[2 * j + 1]) or '0')
+    local last = tonumber(redis.call('GET', KEYS[2 * j + 2]) or '0')
     for i = 1, count do
-        redis.call('XADD', KEYS[2 * j], string.format('%d-0', last + i), 'p', ARGV[a])
+        redis.call('XADD', KEYS[2 * j + 1], string.format('%d-0', last + i), 'p', ARGV[a])
         a = a + 1
     end
-    redis.call('SET', KEYS[2 * j + 1], string.format('%d', last + count))
+    redis.call('SET', KEYS[2 * j + 2], string.format('%d', last + count))
 end
 redis.call('SET', KEYS[1], ARGV[2])
 local answers = tonumber(ARGV[a])
@@ -156,6 +163,8 @@ class ShardEngine:
         self.client: aioredis.Redis = aioredis.Redis.from_url(server_url, retry=Retry(NoBackoff(), 0))
         self._publish = self.client.register_script(_PUBLISH)
         self._done_key = topology.done_key(role, shard)
+        self._epoch_key = topology.epoch_key(role, shard)
+        self.epoch = 0  # the input epoch the state belongs to (read before the snapshot)
         self._targets: dict[tuple[Role, int], RedisLog] = {}
         self.output = self._target_log(role, shard, output=True)
         self.applied = 0
@@ -173,7 +182,12 @@ class ShardEngine:
     # ------------------------------------------------------------------ start-up
 
     async def load_snapshot(self) -> None:
-        """Restore the shard from its input log's latest snapshot, if there is one."""
+        """Restore the shard from its input log's latest snapshot, if there is one; note the epoch.
+
+        The epoch is read first: a rebuild between the two reads shows as a changed epoch
+        at the next look, never as an old epoch on a new snapshot.
+        """
+        self.epoch = await self.current_epoch()
         snapshot = await self.input.latest_snapshot()
         if snapshot is not None:
             self.applied, data = snapshot
@@ -227,9 +241,12 @@ class ShardEngine:
             await self.process(entries)
 
     async def _check_not_lost(self) -> None:
-        done = await self.published_up_to()
-        if done < self.applied:
-            raise StateLost(f"{self!r}: {self._done_key} is {done}: Redis lost what this engine published")
+        done, epoch = await self.published_marks()
+        if done < self.applied or epoch != self.epoch:
+            raise StateLost(
+                f"{self!r}: {self._done_key} is {done}, epoch {epoch} (loaded under {self.epoch}): "
+                "Redis lost what this engine published"
+            )
 
     async def process(self, entries: list[tuple[int, bytes]]) -> None:
         """Step, publish and answer one batch read from the input."""
@@ -257,6 +274,8 @@ class ShardEngine:
                 await self._publish(keys=keys, args=args)
                 return
             except ResponseError as exc:
+                if str(exc).startswith("EPOCH"):  # the shard was rebuilt: this state is not its history
+                    raise StateLost(f"{self!r}: {exc}: Redis lost what this engine published") from exc
                 if not str(exc).startswith("FENCED"):
                     raise
                 done = await self.published_up_to()
@@ -292,8 +311,8 @@ class ShardEngine:
             for role, shard, envelope in step.forwards:
                 forwards.setdefault(self._target_log(role, shard), []).append(ENCODER.encode(envelope))
         payloads = {self.output: outputs, **forwards} if outputs else forwards
-        keys: list[str] = [self._done_key]
-        args: list[int | bytes | str] = [expected, new]
+        keys: list[str] = [self._done_key, self._epoch_key]
+        args: list[int | bytes | str] = [expected, new, str(self.epoch)]
         for target, batch in payloads.items():
             keys += [target.stream_key, target.next_key]
             args += [len(batch), *batch]
@@ -307,6 +326,23 @@ class ShardEngine:
         while True:
             try:
                 return int(await self.client.get(self._done_key) or 0)
+            except (RedisConnectionError, RedisTimeoutError):
+                await asyncio.sleep(RETRY_S)
+
+    async def current_epoch(self) -> int:
+        """The shard's input epoch as Redis holds it, waiting out a lost connection."""
+        while True:
+            try:
+                return parse_epoch(await self.client.get(self._epoch_key))
+            except (RedisConnectionError, RedisTimeoutError):
+                await asyncio.sleep(RETRY_S)
+
+    async def published_marks(self) -> tuple[int, int]:
+        """``done`` and the input epoch in one round trip (``MGET``), waiting out a lost connection."""
+        while True:
+            try:
+                done, epoch = await self.client.mget([self._done_key, self._epoch_key])
+                return int(done or 0), parse_epoch(epoch)
             except (RedisConnectionError, RedisTimeoutError):
                 await asyncio.sleep(RETRY_S)
 

@@ -7,7 +7,10 @@ embedded :class:`~investo.node.Node` calls its engines, this one goes through th
 * **commands**: :class:`~investo.cluster.client.ClusterClient` (its own reply channel,
   correlation numbers); no answer in time is "status unknown" (-1007), never retried;
 * **books and balances**: :class:`~investo.cluster.view.ClusterView`, a replica of every
-  shard followed continuously, synced before each read (read-your-writes);
+  shard, synced before each read (read-your-writes); the replicas are lazy (they step
+  only for a read) while no user stream is open here, so a gateway that only takes orders
+  does not repeat the engines' work (each read checks the shards' input epochs, so a
+  replica that rested through a rebuild of the cluster reloads before it answers);
 * **SQL reads** (orders, trades, klines, tickers): the history the DB writers write,
   once their watermarks reach what the streams held when the request began
   (:class:`~investo.cluster.sqlprogress.SqlProgress`);
@@ -190,6 +193,7 @@ class GatewayNode:
             on_batch=self._on_replica_batch,
             on_reload=self.user_streams.resync,
             timeout_s=self.config.read_timeout_s,
+            wanted=self._streams_open,
         )
         try:
             await view.start()
@@ -197,6 +201,10 @@ class GatewayNode:
             await view.stop()
             raise
         return view
+
+    def _streams_open(self) -> bool:
+        """Whether a user stream is open here: then the replicas follow every step (eagerly)."""
+        return len(self.listen_keys) > 0
 
     def _current_view(self) -> ClusterView:
         assert self.view is not None
@@ -280,10 +288,15 @@ class GatewayNode:
         return view.balances(user)
 
     async def prepare_user_stream(self, user: int) -> None:
-        """Catch up the user's accounts replica and every matching replica (a stream starts after them)."""
+        """Catch up the user's accounts replica and every matching replica, then wake them all.
+
+        Replicas are lazy while no user stream is open here; the stream about to open makes
+        them eager (``wanted``), and the poke makes them notice at once.
+        """
         view = self._current_view()
         await view.sync(view.shards_of_markets(view.topology.markets), "done")
         await view.sync([("accounts", view.topology.accounts_shard(user))], "next")
+        view.poke()
 
     async def caught_up(self, *symbols: str) -> None:
         assert self.sql is not None

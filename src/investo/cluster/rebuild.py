@@ -11,9 +11,14 @@ committed output to SQL. :func:`rebuild_cluster` then:
    live state would fork it);
 3. reads each shard's committed state (:mod:`investo.cluster.history`) and rebuilds
    its engines (:mod:`investo.core.rebuild`, which checks their invariants);
-4. for each shard: saves the engines' snapshot at input offset 0 (a new epoch: the
-   input streams start afresh, and whatever gateways appended meanwhile is applied
-   after it) and moves the output stream's counter to the committed watermark, so new
+4. for each shard: saves the engines' snapshot at input offset 0, then writes a new
+   input epoch under ``<shard>:epoch`` (the Redis server's clock in µs; see
+   :mod:`investo.cluster.topology`): the input streams start afresh, and whatever
+   gateways appended meanwhile is applied after the snapshot. Replicas (gateways, the
+   market data publisher) compare the epoch with the one they loaded under, in the same
+   round trip as ``done``, and reload from the new snapshot, so none takes the new
+   offsets for a continuation of the history it stepped; engines check it in every
+   publish. It moves the output stream's counter to the committed watermark, so new
    output offsets continue after what SQL holds (the DB writer's idempotence on
    offsets stays true: nothing is stored twice, nothing new is skipped);
 5. checks that no DB writer committed meanwhile (one may still be finishing a batch it
@@ -179,8 +184,9 @@ async def rebuild_cluster(
                 say(report.lines()[-1])
             if dry_run:
                 return report
+            epoch = await new_epoch(client)
             for role, number, shard, written in built:
-                await _install(server_url, client, topology, role, number, shard, written)
+                await _install(server_url, client, topology, role, number, shard, written, epoch)
             for role, number, _, written in built:  # a writer finishing a batch read before the loss
                 now = await history.written_offset(db, topology, role, number)
                 if now != written:
@@ -204,13 +210,18 @@ async def _install(
     number: int,
     shard: Shard,
     written: int,
+    epoch: int,
 ) -> None:
-    """The shard's snapshot at input offset 0; its output counter at ``written``; its status."""
+    """The shard's snapshot at input offset 0 under ``epoch``; its output counter at ``written``; its status.
+
+    The epoch is written after the snapshot: a replica that sees the new epoch finds its snapshot.
+    """
     inputs = RedisLog(topo.log_url(server_url, topology.input_prefix(role, number)))
     try:
         await inputs.save_snapshot(0, shard.snapshot())
     finally:
         await inputs.close()
+    await client.set(topology.epoch_key(role, number), epoch)
     out = topology.output_prefix(role, number)
     current = int(await client.get(f"{out}:next") or 0)
     if current < written:
@@ -220,6 +231,12 @@ async def _install(
         f"{topology.input_prefix(role, number)}:status",
         mapping={"applied": 0, "state_hash": shard.state_hash(), "rebuilt_from_sql": 1},
     )
+
+
+async def new_epoch(client: aioredis.Redis) -> int:
+    """A new input epoch: the Redis server's clock in µs (it moves on even when Redis loses its data)."""
+    seconds, micros = await client.time()
+    return int(seconds) * 1_000_000 + int(micros)
 
 
 def _report(data: history.ShardHistory, shard: Shard) -> ShardReport:

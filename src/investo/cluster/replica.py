@@ -13,18 +13,52 @@ step)`` with the events the engine published for it (``step.output``), a read ba
 time, replays from the snapshot included. A replica that falls behind the input's trim
 (the engine trims behind its snapshots) reloads the latest snapshot and calls
 ``on_reload``: ``on_batch`` then misses the entries in between, and a reader must resync
-from the replica's state, as a WebSocket client does from a snapshot. A replica that finds
-``done`` behind what it stepped (Redis lost the shard) keeps its state until the shard is
-rebuilt from SQL (:mod:`investo.cluster.rebuild`: a snapshot at a new input epoch), then
-reloads from that snapshot the same way.
+from the replica's state, as a WebSocket client does from a snapshot.
+
+Input epochs
+------------
+If Redis loses the cluster, ``investo cluster rebuild`` (:mod:`investo.cluster.rebuild`)
+saves each shard's state at input offset 0 and writes a new epoch under
+``<shard>:epoch`` (:mod:`investo.cluster.topology`): the same offsets then name other
+entries. A replica remembers the epoch it loaded its snapshot under (:attr:`epoch`, read
+before the snapshot) and reads the current one with ``done``, in the same ``MGET``, at
+every look (:meth:`catch_up`; :meth:`ClusterView.sync <investo.cluster.view.ClusterView.sync>`
+does the same for its reads and waits in :meth:`wait_epoch`). Another epoch, or ``done``
+behind what it stepped, means its state is not the shard's history any more: it keeps
+that state while the shard has no snapshot within ``done`` (Redis lost it, not rebuilt
+yet), then reloads from the latest snapshot and calls ``on_reload``. So a replica never
+takes a rebuilt shard's offsets for a continuation of what it stepped, however far the
+rebuilt engine has gone before it looks.
 
 :meth:`ShardReplica.wait_applied` lets a reader wait until the replica has stepped a given
 offset (read-your-writes: the offset is read from Redis when the read starts).
 
-Costs: the shard's stepping cost, plus one ``GET done`` and one read per batch; idle, one
-blocking read on the input log every ``block_ms``; busy, about one ``GET done`` and one read
+Eager or lazy
+-------------
+A replica whose ``wanted`` callable says False (a gateway with no user stream open) is
+*lazy*: it steps nothing until a reader waits for it (:meth:`wait_applied`), then catches
+up to what the engine has published, and rests again once no reader waits. Its shard's
+stepping then costs this process nothing while nobody reads: a second gateway adds HTTP
+capacity, not a second copy of every engine's work. A lazy replica may fall behind the
+input's trim; the next read then reloads the latest snapshot (as above) instead of
+stepping the whole backlog, and one ``skip_after`` entries or more behind restores the
+latest snapshot if it is newer than what it stepped (``on_reload`` is called in both cases, as
+``on_batch`` missed entries). It checks ``wanted`` again every ``lazy_check_s``, so it
+turns eager within that time (:meth:`poke` makes it look at once). ``wanted`` defaults
+to always (eager), as a witness needs.
+
+A lazy replica may rest for long while its shard is lost and rebuilt, and the rebuilt
+engine may publish far past the offset it rested at: ``done`` alone cannot tell it. The
+epoch can: the reader's sync (:meth:`wait_epoch`) and the replica's own catch-up read it
+with ``done``, so the first read after a rebuild reloads the rebuilt snapshot before it
+is answered (see Input epochs).
+
+Costs: the shard's stepping cost, plus one ``MGET done epoch`` and one read per batch; idle,
+one blocking read on the input log every ``block_ms``; busy, about one ``MGET`` and one read
 every ``poll_s`` (or sooner when :meth:`poke`\\ d: a reader never waits for the
-poll), whatever the load, so the cost per entry falls as the load grows.
+poll), whatever the load, so the cost per entry falls as the load grows. Lazy and unread:
+nothing but a timer every ``lazy_check_s``. A catch-up steps ``batch`` entries between two
+reads of the log, so a long one lets the event loop run other tasks between batches.
 """
 
 from __future__ import annotations
@@ -45,7 +79,8 @@ BatchObserver = Callable[[list[Stepped]], None]
 
 
 class ShardRewound(RuntimeError):
-    """The shard's ``done`` is behind what the replica stepped: Redis lost the shard's state."""
+    """The shard's ``done`` is behind what the replica stepped, or its epoch changed: Redis lost
+    the shard's state (and it may have been rebuilt from SQL)."""
 
 
 class ShardReplica:
@@ -61,6 +96,9 @@ class ShardReplica:
         batch: int = 1_000,
         block_ms: int = 200,
         poll_s: float = 0.005,
+        wanted: Callable[[], bool] = lambda: True,
+        lazy_check_s: float = 0.25,
+        skip_after: int = 5_000,
     ) -> None:
         self._engine = ShardEngine(server_url, topology, role, shard, batch=batch, block_ms=block_ms)
         self.role = role
@@ -68,10 +106,14 @@ class ShardReplica:
         self.on_batch = on_batch
         self.on_reload = on_reload
         self.poll_s = poll_s
+        self.wanted = wanted  # False: lazy (step only for a waiting reader); see the module docstring
+        self.lazy_check_s = lazy_check_s
+        self.skip_after = skip_after  # lazy and this far behind: a newer snapshot beats stepping
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap by offset
         self._waiter_seq = itertools.count()
         self._poked = asyncio.Event()
-        self._rewound = False  # done went behind applied: wait for the rebuilt snapshot
+        self._rewound = False  # done went behind applied or the epoch changed: reload once rebuilt
+        self._reloads: list[asyncio.Future[None]] = []  # readers waiting for the next reload
 
     def __repr__(self) -> str:
         return f"<ShardReplica {self.role} {self.shard_no} at {self.applied}>"
@@ -85,6 +127,11 @@ class ShardReplica:
     def applied(self) -> int:
         return self._engine.applied
 
+    @property
+    def epoch(self) -> int:
+        """The input epoch the replica's state belongs to (see the module docstring)."""
+        return self._engine.epoch
+
     def state_hash(self) -> str:
         return self._engine.shard.state_hash()
 
@@ -96,7 +143,9 @@ class ShardReplica:
     async def catch_up(self) -> int:
         """Step everything the engine has published so far; return how many entries."""
         engine = self._engine
-        done = await engine.published_up_to()
+        done, epoch = await engine.published_marks()
+        if epoch != engine.epoch:
+            raise ShardRewound(f"{engine!r}: the epoch is {epoch}, not {engine.epoch}: the shard was rebuilt")
         if done < engine.applied:
             raise ShardRewound(f"{engine!r}: done is {done}")
         stepped = 0
@@ -124,38 +173,68 @@ class ShardReplica:
                 if self._rewound:
                     await self._reload_rebuilt()
                     continue
+                if not self.wanted():
+                    if not self._waiters:
+                        await self._pause(self.lazy_check_s)  # lazy: a waiting reader pokes
+                        continue
+                    await self._skip_ahead()
                 if await self.catch_up():
                     await self._pause()  # busy: more comes within poll_s (a reader pokes sooner)
                 else:
                     await engine.input.wait_for_entries(engine.applied, engine.block_ms)
                     await self._pause()  # entries not published yet: the engine is on them
             except LogTrimmedError:  # fell behind a trim: start again from the latest snapshot
-                await self.start()
-                if self.on_reload is not None:
-                    self.on_reload()
+                await self._reload()
             except ShardRewound:
                 self._rewound = True
             except LogError:
                 await asyncio.sleep(0.2)
+
+    async def _skip_ahead(self) -> None:
+        """Lazy and ``skip_after`` entries behind: restore the latest snapshot if it is ahead."""
+        engine = self._engine
+        done, epoch = await engine.published_marks()
+        if epoch != engine.epoch:
+            raise ShardRewound(f"{engine!r}: the epoch is {epoch}, not {engine.epoch}: the shard was rebuilt")
+        if done - engine.applied < self.skip_after:
+            return
+        snapshot = await engine.input.latest_snapshot()
+        if snapshot is None or not engine.applied < snapshot[0] <= done:
+            return
+        engine.applied, data = snapshot
+        engine.shard.restore(data)
+        self._resolve_waiters()
+        if self.on_reload is not None:
+            self.on_reload()  # on_batch missed the entries skipped
 
     async def _reload_rebuilt(self) -> None:
         """After Redis lost the shard: once it is rebuilt (a snapshot within ``done``), start from it."""
         engine = self._engine
         snapshot = await engine.input.latest_snapshot()
         if snapshot is None or snapshot[0] > await engine.published_up_to():
-            await asyncio.sleep(0.2)  # not rebuilt yet (investo cluster rebuild): keep the old state
+            await self._pause(0.2)  # not rebuilt yet (investo cluster rebuild): keep the old state
             return
+        await self._reload()
+
+    async def _reload(self) -> None:
+        """Start again from the latest snapshot (under the current epoch); tell ``on_reload``."""
+        engine = self._engine
         engine.shard = make_shard(engine.topology, engine.role, engine.shard_no)
         engine.applied = 0
         await self.start()
         self._rewound = False
+        reloads, self._reloads = self._reloads, []
+        for future in reloads:
+            if not future.done():
+                future.set_result(None)
         if self.on_reload is not None:
             self.on_reload()
 
-    async def _pause(self) -> None:
+    async def _pause(self, seconds: float | None = None) -> None:
+        """Wait ``seconds`` (default ``poll_s``) or until poked."""
         self._poked.clear()
         try:
-            async with asyncio.timeout(self.poll_s):
+            async with asyncio.timeout(self.poll_s if seconds is None else seconds):
                 await self._poked.wait()
         except TimeoutError:
             pass
@@ -173,6 +252,20 @@ class ShardReplica:
         self.poke()
         await future
 
+    async def wait_epoch(self, epoch: int) -> None:
+        """Return once the replica's state belongs to ``epoch``, the shard's as a reader just read it.
+
+        A replica under another epoch reloads (see the module docstring); this returns after
+        its next reload, which reads the epoch again (so a newer one than ``epoch`` counts).
+        """
+        if self._engine.epoch == epoch:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reloads.append(future)
+        self._rewound = True
+        self.poke()
+        await future
+
     def _resolve_waiters(self) -> None:
         waiters = self._waiters
         applied = self._engine.applied
@@ -185,4 +278,7 @@ class ShardReplica:
         for _, _, future in self._waiters:
             future.cancel()
         self._waiters.clear()
+        for future in self._reloads:
+            future.cancel()
+        self._reloads.clear()
         await self._engine.close()

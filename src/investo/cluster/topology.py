@@ -15,6 +15,13 @@ snapshots and trims): ``<ns>:accounts:<k>`` and ``<ns>:matching:<m>`` are the sh
 input logs, ``…:out`` their output logs, ``…:done`` the last input offset whose
 outputs are published. Gateway ``g`` gets its answers on ``<ns>:reply:<g>``.
 
+Input epochs: ``<ns>:<role>:<n>:epoch`` names the history a shard's input offsets belong
+to. A cluster made by ``cluster init`` has no such key: epoch 0. ``investo cluster
+rebuild`` (Redis lost the cluster) starts every shard's input afresh at offset 0 and writes
+a new epoch, the Redis server's clock in microseconds (never 0, never one used before), so
+an offset read under one epoch is never taken for the same offset of another. Epochs are
+compared for equality only (:func:`parse_epoch`).
+
 Announcements (pub/sub, at most once): ``<ns>:cluster:changed`` (a new shard map),
 ``<ns>:dbwriter:written`` (``"<output prefix> <offset>"``: a DB writer committed a stream
 up to an offset), ``<ns>:keys:revoked`` (an API key id revoked on some gateway).
@@ -108,6 +115,10 @@ class Topology:
     def done_key(self, role: Role, shard: int) -> str:
         return f"{self.input_prefix(role, shard)}:done"
 
+    def epoch_key(self, role: Role, shard: int) -> str:
+        """The shard's input epoch (see the module docstring): absent, 0, until a rebuild."""
+        return f"{self.input_prefix(role, shard)}:epoch"
+
     def reply_channel(self, gateway_id: str) -> str:
         return f"{self.namespace}:reply:{gateway_id}"
 
@@ -136,6 +147,11 @@ class Topology:
     def decode(cls, namespace: str, data: bytes | str) -> Topology:
         stored = msgspec.json.decode(data, type=_Stored)
         return cls(namespace, stored.markets_toml, stored.matching, stored.accounts_shards, stored.version)
+
+
+def parse_epoch(value: bytes | str | int | None) -> int:
+    """An epoch as Redis holds it: no key is the cluster's first epoch, 0."""
+    return int(value or 0)
 
 
 def config_key(namespace: str) -> str:

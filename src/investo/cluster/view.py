@@ -18,9 +18,24 @@ answered by its matching shard once the settlements are *in* the accounts shards
 not yet applied there. A sync that does not finish within ``timeout_s`` (an engine is down
 or far behind) raises :class:`~investo.api.nodes.NotCaughtUp`.
 
+The same ``MGET`` reads each shard's input epoch (:mod:`investo.cluster.topology`): a
+replica whose state belongs to another epoch (Redis lost the cluster and ``investo
+cluster rebuild`` restored it) reloads from the shard's latest snapshot before the read
+goes on, so the offsets of the new epoch are never compared with those of the old one and
+no read is answered from the state before the loss.
+
+With ``wanted`` (the gateway's: "a user stream is open here"), the replicas are lazy
+while it says False: they step only when a read syncs them (see
+:mod:`investo.cluster.replica`), so a gateway that only takes orders does not repeat the
+engines' work. A lazy replica looks at its shard only when a read syncs it; that sync's
+epoch check is what makes a replica that rested through a rebuild reload rather than
+serve the state from before the loss.
+
 Invariants: every replica steps its shard's input in order and never passes ``done``;
-the view never writes to Redis. Costs: each shard's stepping again in this process (the
-price of local reads), one ``MGET`` per sync.
+the view never writes to Redis; a read is answered from the replica's state under the
+shard's epoch as the sync read it (or a newer one). Costs: each shard's stepping again in
+this process (the price of local reads; lazy replicas pay it only for the reads), one
+``MGET`` per sync (marks and epochs of the shards concerned).
 """
 
 from __future__ import annotations
@@ -36,7 +51,7 @@ from redis.exceptions import RedisError
 from investo.api.nodes import NotCaughtUp
 from investo.cluster.replica import ShardReplica, Stepped
 from investo.cluster.shards import AccountsShard, MatchingShard
-from investo.cluster.topology import Role, Topology
+from investo.cluster.topology import Role, Topology, parse_epoch
 from investo.core.accounts import AccountsEngine, ReservedOrder
 from investo.core.matching import MatchingEngine
 from investo.tasks import cancel_and_wait
@@ -58,13 +73,14 @@ class ClusterView:
         on_batch: BatchHandler | None = None,
         on_reload: Callable[[], None] | None = None,
         timeout_s: float = 5.0,
+        wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self.topology = topology
         self.timeout_s = timeout_s
         self._client = client
         self.replicas: dict[ShardKey, ShardReplica] = {}
         for role, shard in topology.every_output():
-            replica = ShardReplica(server_url, topology, role, shard, on_reload=on_reload)
+            replica = ShardReplica(server_url, topology, role, shard, on_reload=on_reload, wanted=wanted)
             if on_batch is not None:
                 replica.on_batch = lambda batch, r=replica: on_batch(r, batch)
             self.replicas[(role, shard)] = replica
@@ -138,23 +154,26 @@ class ClusterView:
             topology.done_key(role, shard) if mark == "done" else f"{topology.input_prefix(role, shard)}:next"
             for role, shard in keys
         ]
+        names += [topology.epoch_key(role, shard) for role, shard in keys]
         try:
             values = await self._client.mget(names)
         except RedisError as exc:
             raise NotCaughtUp(f"the cluster's Redis cannot be reached ({exc}); try again") from exc
+        marks, epochs = values[: len(keys)], values[len(keys) :]
         behind = [
-            (self.replicas[key], int(value or 0))
-            for key, value in zip(keys, values, strict=True)
-            if self.replicas[key].applied < int(value or 0)
+            (self.replicas[key], int(value or 0), parse_epoch(epoch))
+            for key, value, epoch in zip(keys, marks, epochs, strict=True)
+            if self.replicas[key].applied < int(value or 0) or self.replicas[key].epoch != parse_epoch(epoch)
         ]
         if not behind:
             return
         try:
             async with asyncio.timeout(self.timeout_s):
-                for replica, target in behind:
+                for replica, target, epoch in behind:
+                    await replica.wait_epoch(epoch)  # the shard was rebuilt: reload first
                     await replica.wait_applied(target)
         except TimeoutError:
-            late = ", ".join(f"{r.role} {r.shard_no}" for r, t in behind if r.applied < t)
+            late = ", ".join(f"{r.role} {r.shard_no}" for r, t, e in behind if r.applied < t or r.epoch != e)
             raise NotCaughtUp(
                 f"the engines of shard(s) {late} did not catch up within {self.timeout_s:g} s; try again"
             ) from None
@@ -162,6 +181,11 @@ class ClusterView:
     async def sync_all(self) -> None:
         """Wait until every replica has stepped everything appended so far (a quiet cluster's state)."""
         await self.sync(self.replicas, "next")
+
+    def poke(self) -> None:
+        """Make every replica look at ``wanted`` and its shard now (a lazy one turns eager at once)."""
+        for replica in self.replicas.values():
+            replica.poke()
 
     # ------------------------------------------------------------------ progress
 
