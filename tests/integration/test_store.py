@@ -201,7 +201,7 @@ async def test_migrations_create_exactly_the_models(engine: AsyncEngine) -> None
 
     async with engine.connect() as conn:
         assert await conn.run_sync(diff) == []
-    assert await current_revision(engine) == "0004"
+    assert await current_revision(engine) == "0005"
 
 
 async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(history_url: str) -> None:
@@ -209,7 +209,7 @@ async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(history_url
     upgrade(history_url)
     db = make_engine(history_url)
     try:
-        assert await current_revision(db) == "0004"
+        assert await current_revision(db) == "0005"
         async with db.connect() as conn:
             if db.dialect.name == "sqlite":
                 assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
@@ -240,7 +240,7 @@ async def test_upgrading_a_history_with_trade_legs_deletes_them_once(history_url
             rows = [dict(zip(bulk.LEDGER_COLUMNS, row, strict=True)) for row in legs]
             await conn.execute(bulk.LEDGER.insert(), rows)
         await upgrade_async(db)
-        assert await current_revision(db) == "0004"
+        assert await current_revision(db) == "0005"
         async with db.connect() as conn:
             left = (await conn.execute(select(LedgerEntry.log_offset, LedgerEntry.reason))).all()
         assert sorted(tuple(r) for r in left) == [(1, "deposit"), (3, "withdraw")]
@@ -256,10 +256,16 @@ async def test_downgrading_below_0004_with_trades_stored_is_refused(
         config.attributes["connection"] = conn
         command.downgrade(config, "0003")
 
+    def diff(conn: Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+
     with pytest.raises(RuntimeError, match="cannot downgrade below 0004"):
         async with engine.begin() as conn:
             await conn.run_sync(downgrade)
-    assert await current_revision(engine) == "0004"
+    assert await current_revision(engine) == "0005"
+    if engine.dialect.name == "postgresql":  # transactional DDL: 0005's downgrade is rolled back too
+        async with engine.connect() as conn:  # (pysqlite commits DDL at once: SQLite keeps the index)
+            assert await conn.run_sync(diff) == []
 
 
 async def test_downgrade_drops_everything_and_upgrade_recreates_it(history_url: str) -> None:
@@ -283,7 +289,7 @@ async def test_downgrade_drops_everything_and_upgrade_recreates_it(history_url: 
             assert await conn.run_sync(tables) <= {"alembic_version"}
         assert await current_revision(db) is None
         await upgrade_async(db)
-        assert await current_revision(db) == "0004"
+        assert await current_revision(db) == "0005"
         user_id, _ = await queries.register_user(db, "again", PEM)
         assert user_id == 1
     finally:
@@ -1001,7 +1007,7 @@ def test_processes_starting_together_migrate_a_postgres_database_once(postgres_u
         finally:
             await db.dispose()
 
-    assert asyncio.run(revision()) == "0004"
+    assert asyncio.run(revision()) == "0005"
 
 
 async def test_rebuild_next_to_a_running_writer_on_postgres(postgres_url: str, script: Script) -> None:

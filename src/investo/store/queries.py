@@ -33,6 +33,8 @@ Guarantees
 Costs (n = rows returned)
 -------------------------
 * key and user functions: one indexed statement; :func:`active_keys`: one scan of keys.
+* order_updates: a scan of ``order_updates`` (no index by order id; not used to serve
+  requests).
 * get_order: one index probe. open_orders: one partial-index range. all_orders: one
   index range over the user's orders in the symbol (time filters scan it).
 * my_trades / recent_trades: O(n) by index, plus up to two probes to turn times into ids.
@@ -503,7 +505,7 @@ async def open_orders(engine: AsyncEngine, user_id: int, symbol: str | None = No
 
 
 async def order_updates(engine: AsyncEngine, order_id: int) -> list[OrderUpdateRow]:
-    """Every state change of one order, in log order."""
+    """Every state change of one order, in log order: a scan (for tests and audits, not requests)."""
     c = _updates.c
     query = (
         select(c.log_offset, c.idx, c.order_id, c.status, c.executed_qty_lots, c.kind, c.reason, c.time_ms)

@@ -16,7 +16,9 @@ count every trade twice, so the upgrade deletes the old ``trade`` and ``fee`` ro
 Upgrade with every writer of the old version stopped (one still running would add
 legs after the delete). The downgrade cannot write the legs back (the markets' units
 are not in the database): it refuses when any trade is stored, so an old version
-never reads balances without their trades; an empty history downgrades.
+never reads balances without their trades; an empty history downgrades. (On SQLite
+the driver commits DDL at once: a refused downgrade from a later revision keeps what
+the later steps' downgrades did, e.g. 0005's index, while the revision stays.)
 """
 
 from __future__ import annotations
