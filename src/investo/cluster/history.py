@@ -22,8 +22,9 @@ Invariants: every read is of committed rows only, in one transaction per shard
 
 Costs: one pass over the ledger (deposits and withdrawals only) and two over the trades
 (maker side, taker side; aggregated by the database, no index needed: ``user % shards``
-selects by a scan anyway), plus its open orders. Run while nothing writes (Redis lost: no stream
-feeds the writer).
+selects by a scan anyway), plus its open orders, joined with their ``OrderAccepted``
+rows (one scan of ``order_updates``, which has no index by order id). Run while nothing
+writes (Redis lost: no stream feeds the writer).
 """
 
 from __future__ import annotations
