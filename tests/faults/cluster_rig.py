@@ -45,6 +45,7 @@ from investo.core.messages import (
 )
 from investo.host import StatusUnknown
 from investo.store.db import make_engine
+from investo.store.queries import ledger_balances
 from serving import free_port
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "redis.conf"
@@ -389,11 +390,13 @@ async def check_consistent(rig: Rig, load: Load) -> None:
         async with db.connect() as conn:
             stored = [row[0] for row in (await conn.execute(text("SELECT order_id FROM orders"))).all()]
             stored_trades = (await conn.execute(text("SELECT symbol, trade_id FROM trades"))).all()
-            ledger = (
-                await conn.execute(
-                    text("SELECT user_id, asset, sum(delta) FROM ledger GROUP BY user_id, asset")
-                )
-            ).all()
+        # Each user's holdings by SQL: the ledger (deposits, withdrawals) plus what its trades moved.
+        markets = {symbol: spec.core for symbol, spec in rig.topology.markets.items()}
+        books = {
+            (user, asset): total
+            for user in USERS
+            for asset, total in (await ledger_balances(db, user, markets)).items()
+        }
     finally:
         await db.dispose()
     assert len(stored) == len(set(stored)), "an order stored twice"
@@ -403,10 +406,9 @@ async def check_consistent(rig: Rig, load: Load) -> None:
     assert len(stored_trades) == len(set(stored_trades)), "a trade stored twice"
     assert trades <= {tuple(t) for t in stored_trades}
     # Every engine, rebuilt from Redis alone, has the state the running one ended with, and the
-    # SQL ledger of every account equals its balance (available + reserved) on its accounts shard.
+    # SQL holdings of every account equal its balance (available + reserved) on its accounts shard.
     server_url = rig.redis.url
     client = aioredis.Redis.from_url(server_url)
-    books = {(int(u), a): int(total) for u, a, total in ledger}
     for (role, shard), _ in rig.engines.items():
         rebuilt = ShardEngine(server_url, rig.topology, role, shard)
         try:

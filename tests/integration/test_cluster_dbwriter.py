@@ -1,7 +1,8 @@
 """The DB writer on real Redis and real Postgres (and SQLite): output streams into SQL exactly once.
 
-Evidence: after a run through 2+2 shards, SQL holds every trade, every accepted order and a
-ledger that sums to deposits minus withdrawals per asset; a second writer that takes over
+Evidence: after a run through 2+2 shards, SQL holds every trade, every accepted order, and
+holdings (the ledger plus what the trades moved and the fees) that sum to deposits minus
+withdrawals per asset; a second writer that takes over
 from a dead one (leases expire, pending entries claimed) stores nothing twice.
 """
 
@@ -25,6 +26,7 @@ from investo.cluster.local import LocalCluster
 from investo.core.messages import Deposited, OrderAccepted, TradeExecuted, Withdrawn
 from investo.log.redis import RedisLog
 from investo.store.db import make_engine
+from investo.store.queries import trade_moves
 
 
 @contextlib.asynccontextmanager
@@ -83,18 +85,24 @@ async def _wait_written(url: str, topology: topo.Topology, writer: DbWriter, tim
     raise AssertionError(f"not written in time: {await writer.durable()} < {lasts}")
 
 
-async def _sql_counts(database_url: str) -> dict[str, object]:
+async def _sql_counts(database_url: str, topology: topo.Topology) -> dict[str, object]:
+    """Trades and orders stored, and every asset's total held (ledger + what trades moved + fees)."""
     db = make_engine(database_url)
+    markets = {symbol: spec.core for symbol, spec in topology.markets.items()}
     try:
         async with db.connect() as conn:
             trades = await conn.scalar(text("SELECT count(*) FROM trades"))
             orders = await conn.scalar(text("SELECT count(*) FROM orders"))
-            ledger = dict(
-                (await conn.execute(text("SELECT asset, sum(delta) FROM ledger GROUP BY asset"))).all()
-            )
+            ledger = await conn.execute(text("SELECT asset, sum(delta) FROM ledger GROUP BY asset"))
+            held = {asset: int(total) for asset, total in ledger}
+            moves = await trade_moves(conn, markets)
     finally:
         await db.dispose()
-    return {"trades": trades, "orders": orders, "ledger": {k: int(v) for k, v in ledger.items()}}
+    for (_, asset), moved in moves.holdings.items():
+        held[asset] = held.get(asset, 0) + moved
+    for asset, fees in moves.fees.items():
+        held[asset] = held.get(asset, 0) + fees
+    return {"trades": trades, "orders": orders, "held": held}
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])
@@ -108,11 +116,11 @@ async def test_the_writer_stores_every_output_once(
     seen = await _run_commands(url, topology, seed=3, count=300)
     async with _running(DbWriter(url, database_url, lease_ms=2_000)) as writer:
         await _wait_written(url, topology, writer)
-    counts = await _sql_counts(database_url)
+    counts = await _sql_counts(database_url, topology)
     assert counts["trades"] == seen["trades"] > 0
     assert counts["orders"] == seen["orders"] > 0
-    # The ledger of every asset sums to what came in minus what went out: trades only move value.
-    assert counts["ledger"] == seen["net"]
+    # Every asset's holdings sum to what came in minus what went out: trades only move value.
+    assert counts["held"] == seen["net"]
 
 
 async def test_a_writer_taking_over_from_a_dead_one_stores_nothing_twice(
@@ -144,7 +152,7 @@ async def test_a_writer_taking_over_from_a_dead_one_stores_nothing_twice(
         left += sum(int(g["pending"]) for g in groups)
     await client.aclose()
     assert pending == seen["outputs"] and left == 0
-    counts = await _sql_counts(postgres_url)
+    counts = await _sql_counts(postgres_url, topology)
     assert counts["trades"] == seen["trades"]
     assert counts["orders"] == seen["orders"]
-    assert counts["ledger"] == seen["net"]
+    assert counts["held"] == seen["net"]

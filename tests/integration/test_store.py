@@ -64,6 +64,7 @@ PEM = (
 )
 
 ALICE, BOB, CAROL, DAVE = 1, 2, 3, 4
+MARKETS = {symbol: spec.core for symbol, spec in load_markets(None).items()}
 USERS = (0, ALICE, BOB, CAROL, DAVE)
 
 
@@ -200,7 +201,7 @@ async def test_migrations_create_exactly_the_models(engine: AsyncEngine) -> None
 
     async with engine.connect() as conn:
         assert await conn.run_sync(diff) == []
-    assert await current_revision(engine) == "0003"
+    assert await current_revision(engine) == "0005"
 
 
 async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(history_url: str) -> None:
@@ -208,7 +209,7 @@ async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(history_url
     upgrade(history_url)
     db = make_engine(history_url)
     try:
-        assert await current_revision(db) == "0003"
+        assert await current_revision(db) == "0005"
         async with db.connect() as conn:
             if db.dialect.name == "sqlite":
                 assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
@@ -219,6 +220,52 @@ async def test_upgrade_is_idempotent_and_works_inside_a_running_loop(history_url
                 assert await conn.scalar(text("SELECT count(*) FROM alembic_version")) == 1
     finally:
         await db.dispose()
+
+
+async def test_upgrading_a_history_with_trade_legs_deletes_them_once(history_url: str) -> None:
+    """Migration 0004: the ledger's old ``trade`` and ``fee`` rows go (the trades rows carry them)."""
+    legs = [
+        (1, 0, ALICE, "INR", 10_000, "deposit", None, None, T0),
+        (2, 0, ALICE, "TATA", 10, "trade", SYMBOL, 1, T0),
+        (2, 1, ALICE, "INR", -9_510, "trade", SYMBOL, 1, T0),
+        (2, 2, BOB, "TATA", -10, "trade", SYMBOL, 1, T0),
+        (2, 3, BOB, "INR", 9_490, "trade", SYMBOL, 1, T0),
+        (2, 4, 0, "INR", 20, "fee", SYMBOL, 1, T0),
+        (3, 0, BOB, "INR", -100, "withdraw", None, None, T0),
+    ]
+    await upgrade_async(history_url, "0003")
+    db = make_engine(history_url)
+    try:
+        async with db.begin() as conn:
+            rows = [dict(zip(bulk.LEDGER_COLUMNS, row, strict=True)) for row in legs]
+            await conn.execute(bulk.LEDGER.insert(), rows)
+        await upgrade_async(db)
+        assert await current_revision(db) == "0005"
+        async with db.connect() as conn:
+            left = (await conn.execute(select(LedgerEntry.log_offset, LedgerEntry.reason))).all()
+        assert sorted(tuple(r) for r in left) == [(1, "deposit"), (3, "withdraw")]
+    finally:
+        await db.dispose()
+
+
+async def test_downgrading_below_0004_with_trades_stored_is_refused(
+    engine: AsyncEngine, written: Script
+) -> None:
+    def downgrade(conn: Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+
+    def diff(conn: Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+
+    with pytest.raises(RuntimeError, match="cannot downgrade below 0004"):
+        async with engine.begin() as conn:
+            await conn.run_sync(downgrade)
+    assert await current_revision(engine) == "0005"
+    if engine.dialect.name == "postgresql":  # transactional DDL: 0005's downgrade is rolled back too
+        async with engine.connect() as conn:  # (pysqlite commits DDL at once: SQLite keeps the index)
+            assert await conn.run_sync(diff) == []
 
 
 async def test_downgrade_drops_everything_and_upgrade_recreates_it(history_url: str) -> None:
@@ -242,7 +289,7 @@ async def test_downgrade_drops_everything_and_upgrade_recreates_it(history_url: 
             assert await conn.run_sync(tables) <= {"alembic_version"}
         assert await current_revision(db) is None
         await upgrade_async(db)
-        assert await current_revision(db) == "0003"
+        assert await current_revision(db) == "0005"
         user_id, _ = await queries.register_user(db, "again", PEM)
         assert user_id == 1
     finally:
@@ -352,21 +399,43 @@ async def test_trades_match_the_engine(engine: AsyncEngine, written: Script) -> 
     assert await queries.recent_trades(engine, "ZOMATOINR", 10) == []
 
 
-async def test_ledger_agrees_with_the_accounts_engine(engine: AsyncEngine, written: Script) -> None:
+async def test_ledger_and_trades_agree_with_the_accounts_engine(engine: AsyncEngine, written: Script) -> None:
     accounts = written.session.exchange.accounts
     for user in USERS:
         engine_totals = {asset: a + r for asset, (a, r) in accounts.balances(user).items() if a + r}
-        assert await queries.ledger_balances(engine, user) == engine_totals, f"user {user}"
-    fee_inr = (await queries.ledger_balances(engine, 0))["INR"]
-    trade_rows = await queries.recent_trades(engine, SYMBOL, 100)
+        assert await queries.ledger_balances(engine, user, MARKETS) == engine_totals, f"user {user}"
+    fee_inr = (await queries.ledger_balances(engine, 0, MARKETS))["INR"]
     assert fee_inr > 0 and fee_inr == accounts.balance(0, "INR")[0]
     async with engine.connect() as conn:
+        by_reason = select(LedgerEntry.reason, func.count()).group_by(LedgerEntry.reason)
+        reasons = dict((await conn.execute(by_reason)).all())
         total = await conn.scalar(select(func.sum(LedgerEntry.delta)).where(LedgerEntry.reason != "withdraw"))
-        assert total == 10_000_000 + 1_000_000 + 1_000_000 + 100 + 50  # trades and fees move value only
-        legs = await conn.scalar(
-            select(func.count()).select_from(LedgerEntry).where(LedgerEntry.ref.is_not(None))
-        )
-        assert legs == 5 * len(trade_rows)  # base and quote (fee in it) per side + the fee account's credit
+    assert reasons == {"deposit": 5, "withdraw": 1}  # the trades' legs are in their trades rows only
+    assert total == 10_000_000 + 100 + 1_000_000 + 1_000_000 + 50
+
+
+async def test_a_self_trade_moves_only_its_fees(engine: AsyncEngine) -> None:
+    """Buyer and seller are one user: no base and no notional move, both fees are paid (STP off)."""
+    s = Session(load_markets(None))
+    s.run(Deposit(T0, ALICE, "INR", 1_000_000))
+    s.run(Deposit(T0, ALICE, "TATA", 10))
+    s.place(T0 + 1, ALICE, SELL, 19_000, 4, stp=StpMode.NONE)
+    s.place(T0 + 2, ALICE, BUY, 19_000, 3, stp=StpMode.NONE)
+    trades = [e for a in s.applied for e in a.events if isinstance(e, TradeExecuted)]
+    assert len(trades) == 1 and trades[0].maker_user == trades[0].taker_user == ALICE
+    fees = trades[0].maker_fee + trades[0].taker_fee
+    assert fees > 0
+    await write_all(engine, s.applied)
+    totals = {a: av + r for a, (av, r) in s.exchange.accounts.balances(ALICE).items() if av + r}
+    assert (
+        await queries.ledger_balances(engine, ALICE, MARKETS)
+        == totals
+        == {
+            "INR": 1_000_000 - fees,
+            "TATA": 10,
+        }
+    )
+    assert await queries.ledger_balances(engine, 0, MARKETS) == {"INR": fees}
 
 
 async def test_my_trades_are_from_the_users_side(engine: AsyncEngine, written: Script) -> None:
@@ -535,7 +604,7 @@ async def test_every_number_comes_back_as_an_int(engine: AsyncEngine, written: S
     quote_buy = await queries.get_order(engine, CAROL, SYMBOL, written.ids["mkt_quote"])
     assert quote_buy is not None and type(quote_buy.orig_quote_qty) is int
     for user in USERS:
-        assert all(type(v) is int for v in (await queries.ledger_balances(engine, user)).values())
+        assert all(type(v) is int for v in (await queries.ledger_balances(engine, user, MARKETS)).values())
     assert type(await queries.demo_claimed_today(engine, ALICE, "INR", 0)) is int
     ids = await queries.trade_id_range(engine, SYMBOL, T0, now)
     assert ids == (1, 6) and all(type(i) is int for i in ids)
@@ -584,8 +653,8 @@ async def test_a_restart_in_the_middle_continues_where_it_stopped(
         await write_all(reference, applied, size=len(applied))
         assert await table_counts(engine) == await table_counts(reference)
         for user in USERS:
-            assert await queries.ledger_balances(engine, user) == await queries.ledger_balances(
-                reference, user
+            assert await queries.ledger_balances(engine, user, MARKETS) == await queries.ledger_balances(
+                reference, user, MARKETS
             )
         assert await queries.klines(engine, SYMBOL, "1m", T0, None, 10, T0 + 5 * MIN) == await queries.klines(
             reference, SYMBOL, "1m", T0, None, 10, T0 + 5 * MIN
@@ -671,7 +740,7 @@ async def test_two_writers_with_one_name_racing_never_duplicate(engine: AsyncEng
         engine_totals = {
             asset: a + r for asset, (a, r) in script.session.exchange.accounts.balances(user).items() if a + r
         }
-        assert await queries.ledger_balances(engine, user) == engine_totals
+        assert await queries.ledger_balances(engine, user, MARKETS) == engine_totals
 
 
 async def table_counts_of_one_writer(applied: list[Applied]) -> list[int]:
@@ -880,7 +949,7 @@ async def test_amounts_wider_than_64_bits_are_exact_on_postgres(postgres_url: st
             ticker = await queries.ticker_24h(db, SYMBOL, now)
             assert (ticker.quote_volume, ticker.volume, ticker.count) == (total, 3 * qty, 3)
             assert_exact_types(ticker)
-        assert (await queries.ledger_balances(db, BOB))["INR"] == total
+        assert (await queries.ledger_balances(db, BOB, MARKETS))["INR"] == total
     finally:
         await db.dispose()
 
@@ -938,7 +1007,7 @@ def test_processes_starting_together_migrate_a_postgres_database_once(postgres_u
         finally:
             await db.dispose()
 
-    assert asyncio.run(revision()) == "0003"
+    assert asyncio.run(revision()) == "0005"
 
 
 async def test_rebuild_next_to_a_running_writer_on_postgres(postgres_url: str, script: Script) -> None:

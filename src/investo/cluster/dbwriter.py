@@ -18,8 +18,8 @@ Guarantees
   (compare-and-set on the watermark).
 * **Nothing lost.** An entry is acknowledged only once committed; an unacknowledged
   one stays pending in the group until a writer claims it.
-* Matching streams give orders, order updates, trades, candles and the trades'
-  ledger legs; accounts streams give deposits and withdrawals (their ``OrderAccepted``
+* Matching streams give orders, order updates, trades and candles (no ledger rows: a
+  trade's row implies what it moved); accounts streams give deposits and withdrawals (their ``OrderAccepted``
   are written from the matching stream, which carries every order's whole life).
 * SQL keys rows by log offset: entry ``o`` of the stream numbered ``n`` is stored as
   offset ``o * 1024 + n`` (:meth:`~investo.cluster.topology.Topology.stream_number`).
@@ -105,8 +105,8 @@ class _Entry(NamedTuple):
 
 
 _ACCOUNTS_ROWS = (Deposited, Withdrawn, DepositRejected, WithdrawRejected, OrderRejected)
-"""What an accounts stream's entries give the history: ledger rows, and the shard's event seq
-(rejections carry it too; ``engine_seqs`` keeps it for a rebuild from SQL)."""
+"""What an accounts stream's entries give the history: ledger rows (deposits and withdrawals),
+and the shard's event seq (rejections carry it too; ``engine_seqs`` keeps it for a rebuild from SQL)."""
 
 
 def _may_hold_accounts_rows(payload: bytes) -> bool:

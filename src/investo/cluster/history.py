@@ -9,17 +9,22 @@ a shard's state is read back as of the committed history:
 * matching shard: per market, the open orders (status ``NEW`` / ``PARTIALLY_FILLED``,
   lots left = original − executed) in the order they arrived (the log offset of their
   ``OrderAccepted`` row), the market's last seq and last trade id;
-* accounts shard: per user and asset of the shard the ledger's sum (the total
-  holding); the fee account's copy on this shard (the fees its users paid, from the
-  trades); deposits and withdrawals per asset; the shard's open orders; the event seq;
-  the next order number (after the highest order id the shard gave).
+* accounts shard: per user and asset of the shard the total holding: the ledger's sum
+  (deposits and withdrawals) plus what the user's trades moved (summed by SQL per user,
+  symbol and side, mapped to assets with the markets' units:
+  :func:`investo.store.queries.trade_moves`); the fee account's copy on this shard (the
+  fees its users paid, from the same sums); deposits and withdrawals per asset; the
+  shard's open orders; the event seq; the next order number (after the highest order id
+  the shard gave).
 
 Invariants: every read is of committed rows only, in one transaction per shard
 (a repeatable snapshot on Postgres), so the parts agree with each other.
 
-Costs: one pass over the shard's ledger rows and trades (aggregated by the
-database), plus its open orders. Run while nothing writes (Redis lost: no stream
-feeds the writer).
+Costs: one pass over the ledger (deposits and withdrawals only) and two over the trades
+(maker side, taker side; aggregated by the database, no index needed: ``user % shards``
+selects by a scan anyway), plus its open orders, joined with their ``OrderAccepted``
+rows (one scan of ``order_updates``, which has no index by order id). Run while nothing
+writes (Redis lost: no stream feeds the writer).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from investo.core.messages import OrderType, Side
 from investo.core.rebuild import RestingOrder
 from investo.store.bulk import LEDGER, ORDER_UPDATES, ORDERS, PROGRESS, SEQS, TRADES
 from investo.store.models import OPEN_STATUSES, ClusterConfig
+from investo.store.queries import trade_moves
 
 CONFIGS: Table = ClusterConfig.__table__  # type: ignore[assignment]
 
@@ -151,6 +157,13 @@ async def _read_accounts(conn: AsyncConnection, topology: Topology, shard: int, 
         select(lg.user_id, lg.asset, func.sum(lg.delta)).where(mine).group_by(lg.user_id, lg.asset)
     ):
         out.holdings[int(user), asset] = int(total)
+    # What the trades moved; the fee account (user 0) is kept per shard: each shard credits
+    # the fees of its own users.
+    markets = {symbol: spec.core for symbol, spec in topology.markets.items()}
+    moves = await trade_moves(conn, markets, lambda user: user % n == shard)
+    for (user, asset), moved in moves.holdings.items():
+        if user != 0:
+            out.holdings[user, asset] = out.holdings.get((user, asset), 0) + moved
     flows = (
         select(lg.reason, lg.asset, func.sum(lg.delta))
         .where(lg.user_id % n == shard, lg.reason.in_(("deposit", "withdraw")))
@@ -161,15 +174,7 @@ async def _read_accounts(conn: AsyncConnection, topology: Topology, shard: int, 
             out.deposited[asset] = int(total)
         else:
             out.withdrawn[asset] = -int(total)
-    # The fee account (user 0) is kept per shard: each shard credits the fees of its own users.
-    t = TRADES.c
-    fees: dict[str, int] = {}
-    for user_column, fee_column in ((t.maker_user, t.maker_fee), (t.taker_user, t.taker_fee)):
-        for symbol, total in await conn.execute(
-            select(t.symbol, func.sum(fee_column)).where(user_column % n == shard).group_by(t.symbol)
-        ):
-            quote = topology.markets[symbol].core.quote
-            fees[quote] = fees.get(quote, 0) + int(total)
+    fees = dict(moves.fees)
     if shard == 0:  # the fee account's own deposits and withdrawals, if any, are shard 0's
         for asset, total in await conn.execute(
             select(lg.asset, func.sum(lg.delta))

@@ -33,7 +33,7 @@ Redis configuration is AOF with ``appendfsync always``: this rebuild is the last
 Concurrency: a lock (``<ns>:rebuild-lock``) lets one process rebuild while the others
 (engines started with ``--database``) wait for the configuration to appear.
 
-Costs: the history reads (one pass over the ledger and trades, aggregated in SQL), the
+Costs: the history reads (per shard, the ledger and the trades, aggregated in SQL), the
 snapshot encodes, a few Redis writes per shard.
 """
 

@@ -1,16 +1,16 @@
 """Engines rebuilt from history: the state a log would have built, from its stored results.
 
-When the log is gone (Redis lost its data) but the history holds every order, trade
-and ledger leg (``investo dbwriter`` wrote them to SQL), the engines are rebuilt
+When the log is gone (Redis lost its data) but the history holds every order, trade,
+deposit and withdrawal (``investo dbwriter`` wrote them to SQL), the engines are rebuilt
 from what the history says they held, not by replaying commands:
 
 * :func:`rebuild_matching`: a market's book from its open orders, given in arrival
   order (the order they rested in), with the market's event ``seq`` and last trade
   id continuing where the history stops.
 * :func:`rebuild_accounts`: one accounts shard from each user's total holding per
-  asset (the ledger's sum), the open orders of its users (whose reservations follow
-  from their price and lots left), the deposits and withdrawals, and the shard's
-  event ``seq`` and order counter.
+  asset (the ledger's sum plus what the user's trades moved), the open orders of its
+  users (whose reservations follow from their price and lots left), the deposits and
+  withdrawals, and the shard's event ``seq`` and order counter.
 
 Both are pure (no I/O): the reading is :mod:`investo.cluster.history`'s.
 

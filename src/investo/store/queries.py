@@ -17,6 +17,8 @@ Guarantees
   database's collation.
 * Orders and trades are what the :class:`~investo.store.writer.HistoryWriter` has
   committed: wait for it (``writer.wait_for(offset)``) to read your own writes.
+* Holdings are the ledger's sum (deposits, withdrawals) plus what the user's trades
+  moved (:func:`trade_moves`): the ledger holds no trade legs (migration 0004).
 * Paging follows Binance: with ``fromId`` / ``orderId`` or ``startTime`` the oldest
   matching rows come first; with neither, the most recent ``limit`` rows (still
   returned oldest first).
@@ -31,6 +33,8 @@ Guarantees
 Costs (n = rows returned)
 -------------------------
 * key and user functions: one indexed statement; :func:`active_keys`: one scan of keys.
+* order_updates: a scan of ``order_updates`` (no index by order id; not used to serve
+  requests).
 * get_order: one index probe. open_orders: one partial-index range. all_orders: one
   index range over the user's orders in the symbol (time filters scan it).
 * my_trades / recent_trades: O(n) by index, plus up to two probes to turn times into ids.
@@ -38,7 +42,11 @@ Costs (n = rows returned)
 * klines: two probes and one range of at most ``limit`` candles; filling is O(n).
 * ticker_24h: one range of at most 1,440 1m candles, two ranges of trades (the partial
   minutes at both ends of the window) and two probes.
-* ledger_balances: a scan of the whole ledger (no index by user; not used to serve requests).
+* trade_moves: two grouped statements over the selected users' trades (a scan unless the
+  filter is one user: then the trades' user indexes).
+* ledger_balances: a scan of the ledger (deposits and withdrawals only; no index by user)
+  plus :func:`trade_moves` of one user; the fee account's adds a scan of the trades. Not
+  used to serve requests.
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import msgspec
@@ -54,6 +63,7 @@ from sqlalchemy import ColumnElement, Select, Table, func, insert, select, text,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from investo.core.markets import Market
 from investo.store.models import (
     INTERVALS,
     OPEN_STATUS_SQL,
@@ -76,6 +86,7 @@ __all__ = [
     "OrderRow",
     "OrderUpdateRow",
     "Ticker24h",
+    "TradeMoves",
     "TradeRow",
     "UnknownUser",
     "UserRow",
@@ -99,6 +110,7 @@ __all__ = [
     "revoke_key",
     "ticker_24h",
     "trade_id_range",
+    "trade_moves",
     "user_by_name",
 ]
 
@@ -493,7 +505,7 @@ async def open_orders(engine: AsyncEngine, user_id: int, symbol: str | None = No
 
 
 async def order_updates(engine: AsyncEngine, order_id: int) -> list[OrderUpdateRow]:
-    """Every state change of one order, in log order."""
+    """Every state change of one order, in log order: a scan (for tests and audits, not requests)."""
     c = _updates.c
     query = (
         select(c.log_offset, c.idx, c.order_id, c.status, c.executed_qty_lots, c.kind, c.reason, c.time_ms)
@@ -910,18 +922,83 @@ async def ticker_24h(engine: AsyncEngine, symbol: str, now_ms: int | None = None
 
 
 # --------------------------------------------------------------------------------
-# Ledger
+# Holdings: the ledger (deposits, withdrawals) plus what the trades moved
 # --------------------------------------------------------------------------------
 
+UserFilter = Callable[[ColumnElement[int]], ColumnElement[bool]]
+"""Which users' trades to aggregate, given the trade's user column (maker or taker)."""
 
-async def ledger_balances(engine: AsyncEngine, user_id: int) -> dict[str, int]:
-    """The user's total holding per asset by the ledger (available + reserved), non-zero only.
+_SIDES: Final = (
+    (_trades.c.maker_user, _trades.c.maker_fee, "SELL"),
+    (_trades.c.taker_user, _trades.c.taker_fee, "BUY"),
+)
+"""Each side of a trade (its user and fee columns), with the ``taker_side`` for which that user buys."""
 
-    A scan of the whole ledger (it has no index by user: the writer's rows cost less): for
-    tests and audits, not for serving requests.
+
+@dataclass
+class TradeMoves:
+    """What trades moved, per (user, asset) and, as the fee account's credit, per quote asset."""
+
+    holdings: dict[tuple[int, str], int] = field(default_factory=dict)  # net change, fees paid included
+    fees: dict[str, int] = field(default_factory=dict)  # quote asset -> fees these users paid
+
+
+async def trade_moves(
+    conn: AsyncConnection, markets: Mapping[str, Market], users: UserFilter | None = None
+) -> TradeMoves:
+    """The holdings the trades of ``users`` (all, if None) moved: aggregated in SQL, mapped here.
+
+    Per trade, the buyer gets ``qty × lot_units`` base and pays ``notional + its fee`` quote;
+    the seller gives the base and gets ``notional − its fee``; the fee account gets both fees
+    (a self-trade thus nets to −fees, as the accounts engine does). SQL sums lots, notional
+    and fees per (user, symbol, side) for each of the trade's two sides (two grouped
+    queries); Python maps symbols to assets with ``markets`` (a trade in a market not in
+    ``markets`` raises ``KeyError``). Exact: Postgres sums ``BIGINT`` as ``NUMERIC``; on
+    SQLite a sum past 2^63 − 1 (a user's lifetime volume in one market and side, in the
+    asset's smallest units) raises instead of rounding.
+    """
+    t = _trades.c
+    moves = TradeMoves()
+    holdings, fees = moves.holdings, moves.fees
+    for user, fee, buyer_when in _SIDES:
+        sums = (func.sum(t.qty_lots), func.sum(t.quote_qty), func.sum(fee))
+        query = select(user, t.symbol, t.taker_side, *sums)
+        if users is not None:
+            query = query.where(users(user))
+        for user_id, symbol, taker_side, lots, notional, paid in await conn.execute(
+            query.group_by(user, t.symbol, t.taker_side)
+        ):
+            market = markets[symbol]
+            key_base, key_quote = (int(user_id), market.base), (int(user_id), market.quote)
+            base, quote, paid = int(lots) * market.lot_units, int(notional), int(paid)
+            if taker_side != buyer_when:  # this side sold
+                base, quote = -base, -quote
+            holdings[key_base] = holdings.get(key_base, 0) + base
+            holdings[key_quote] = holdings.get(key_quote, 0) - quote - paid
+            fees[market.quote] = fees.get(market.quote, 0) + paid
+    return moves
+
+
+async def ledger_balances(
+    engine: AsyncEngine, user_id: int, markets: Mapping[str, Market], fee_account: int = 0
+) -> dict[str, int]:
+    """The user's total holding per asset (available + reserved) by the history, non-zero only.
+
+    The ledger's sum (deposits and withdrawals: a scan, it has no index by user) plus what
+    the user's trades moved (:func:`trade_moves`, by the trades' user indexes); the fee
+    account also gets every trade's fees (a scan of the trades). For tests and audits, not
+    for serving requests.
     """
     c = _ledger.c
-    query = select(c.asset, func.sum(c.delta)).where(c.user_id == user_id).group_by(c.asset).order_by(c.asset)
+    query = select(c.asset, func.sum(c.delta)).where(c.user_id == user_id).group_by(c.asset)
+    totals: dict[str, int] = {}
     async with engine.connect() as conn:
-        rows: Sequence[Any] = (await conn.execute(query)).all()
-    return {str(asset): int(total) for asset, total in rows if total}
+        for asset, total in await conn.execute(query):
+            totals[str(asset)] = int(total)
+        moves = await trade_moves(conn, markets, lambda user: user == user_id)
+        for (_, asset), moved in moves.holdings.items():
+            totals[asset] = totals.get(asset, 0) + moved
+        if user_id == fee_account:
+            for asset, paid in (await trade_moves(conn, markets)).fees.items():
+                totals[asset] = totals.get(asset, 0) + paid
+    return {asset: total for asset, total in sorted(totals.items()) if total}

@@ -26,16 +26,17 @@ Guarantees
 Rows per event (times are the command's ``ts``)
 ------------------------------------------------
 * ``OrderAccepted``: the order row (``NEW``) and an ``order_updates`` row.
-* ``TradeExecuted``: a ``trades`` row; ledger legs netted per user and asset (buyer
-  +base and −(notional + its fee), seller −base and +(notional − its fee), all
-  ``trade``; the fee account +fees, ``fee``; zero legs omitted, so a self-trade leaves
-  one −fees leg): at most 5 rows; the 1m…1d candles; both orders' executed lots and
-  cumulative quote.
+* ``TradeExecuted``: a ``trades`` row (and no ledger row: what the trade moved, buyer
+  +base and −(notional + its fee), seller −base and +(notional − its fee), the fee
+  account +fees, follows from the row and the market's units, and the readers of
+  holdings add it: :func:`investo.store.queries.trade_moves`); the 1m…1d candles; both
+  orders' executed lots and cumulative quote.
 * ``OrderPartiallyFilled`` / ``OrderFilled`` / ``OrderCanceled`` / ``OrderExpired``:
   the order's status (``EXPIRED_IN_MATCH`` for self-trade prevention, as Binance) and
   an ``order_updates`` row; ``OrderRested`` only the ``order_updates`` row.
 * ``OrderRejected`` with an order id: status ``REJECTED`` (with id 0, nothing).
-* ``Deposited`` / ``Withdrawn``: a ledger row. Other rejections: nothing.
+* ``Deposited`` / ``Withdrawn``: a ledger row (the ledger holds nothing else).
+  Other rejections: nothing.
 * Every entry: ``engine_seqs`` keeps, per writer and counter (:func:`seq_key`), the
   highest event ``seq`` committed, so an engine rebuilt from SQL numbers on after it.
 
@@ -174,9 +175,8 @@ class _Rows:
     Rows are tuples in the layouts of :mod:`investo.store.bulk` (``*_COLUMNS``).
     """
 
-    def __init__(self, markets: Mapping[str, Market], fee_account: int, existing: dict[int, _OrderState]):
+    def __init__(self, markets: Mapping[str, Market], existing: dict[int, _OrderState]):
         self.markets = markets
-        self.fee_account = fee_account
         self.orders = existing  # order id -> state; new ones are added as accepted
         self.new_orders: dict[int, OrderAccepted] = {}
         self.order_updates: list[tuple[Any, ...]] = []
@@ -195,7 +195,7 @@ class _Rows:
         for event in applied.events:
             kind = type(event)
             if kind is TradeExecuted:
-                self._trade(offset, cast(TradeExecuted, event), ledger_idx)
+                self._trade(offset, cast(TradeExecuted, event))
             elif kind is OrderFilled:
                 self._status(offset, next(update_idx), cast(OrderFilled, event), "FILLED", None)
             elif kind is OrderPartiallyFilled:
@@ -253,10 +253,9 @@ class _Rows:
         row = (offset, idx, ev.order_id, state.status, state.executed, type(ev).__name__, reason, ev.ts)
         self.order_updates.append(row)
 
-    def _trade(self, offset: int, ev: TradeExecuted, ledger_idx: Iterator[int]) -> None:
-        market = self.markets[ev.market]
-        notional = ev.price * ev.qty * market.notional_unit
-        base = ev.qty * market.lot_units
+    def _trade(self, offset: int, ev: TradeExecuted) -> None:
+        """The trade's row, its candles and both orders' fills; no ledger rows (the row implies them)."""
+        notional = ev.price * ev.qty * self.markets[ev.market].notional_unit
         ts = ev.ts
         self.trades.append(
             (
@@ -271,28 +270,7 @@ class _Rows:
                 state.executed += ev.qty
                 state.cum_quote += notional
                 state.update_time = ts
-        if ev.taker_side == _BUY:
-            buyer, buyer_fee, seller, seller_fee = ev.taker_user, ev.taker_fee, ev.maker_user, ev.maker_fee
-        else:
-            buyer, buyer_fee, seller, seller_fee = ev.maker_user, ev.maker_fee, ev.taker_user, ev.taker_fee
-        symbol, trade_id, quote, fees = ev.market, ev.trade_id, market.quote, buyer_fee + seller_fee
-        if buyer != seller:
-            legs = [
-                (buyer, market.base, base),
-                (buyer, quote, -notional - buyer_fee),
-                (seller, market.base, -base),
-                (seller, quote, notional - seller_fee),
-            ]
-        else:  # a self-trade moves no base and no notional: only the fees
-            legs = [(buyer, quote, -fees)]
-        ledger = self.ledger
-        for user, asset, delta in legs:
-            if delta:
-                ledger.append((offset, next(ledger_idx), user, asset, delta, "trade", symbol, trade_id, ts))
-        if fees:
-            fee_account = self.fee_account
-            ledger.append((offset, next(ledger_idx), fee_account, quote, fees, "fee", symbol, trade_id, ts))
-        self._candle(symbol, ts, ev.price, ev.qty, notional)
+        self._candle(ev.market, ts, ev.price, ev.qty, notional)
 
     def _candle(self, symbol: str, ts: int, price: int, qty: int, notional: int) -> None:
         key = (symbol, ts - ts % MINUTE)
@@ -319,7 +297,7 @@ class _Rows:
         reason: str,
         ts: int,
     ) -> None:
-        """A deposit's or withdrawal's ledger row (trades write theirs in :meth:`_trade`)."""
+        """A deposit's or withdrawal's ledger row (trades write none: their ``trades`` row implies them)."""
         self.ledger.append((offset, next(idx), user, asset, delta, reason, None, None, ts))
 
     # ------------------------------------------------------------------ results
@@ -422,7 +400,6 @@ class HistoryWriter:
         markets: Mapping[str, MarketSpec],
         name: str = "embedded",
         *,
-        fee_account: int = 0,
         max_commands: int = 5_000,
         linger_s: float = 0.0,
         retry_seconds: float = 0.2,
@@ -433,7 +410,6 @@ class HistoryWriter:
         self.name = name
         self.stats = WriterStats()
         self._markets: dict[str, Market] = {symbol: spec.core for symbol, spec in markets.items()}
-        self._fee_account = fee_account
         self._max_commands = max_commands
         self._linger_s = linger_s
         self._retry_seconds = retry_seconds
@@ -597,7 +573,7 @@ class HistoryWriter:
         if not fresh:
             return
         existing = await self._existing_orders(_referenced_orders(fresh))
-        rows = _Rows(self._markets, self._fee_account, existing)
+        rows = _Rows(self._markets, existing)
         for applied in fresh:
             rows.add(applied)
         if rows.missing:
