@@ -21,28 +21,26 @@ from redis_fixtures import HOST, PORT, require_redis
 REDIS = f"redis://{HOST}:{PORT}/0"
 
 
-async def _leftovers() -> tuple[int, int]:
-    """(bench namespaces' keys in Redis, bench databases in Postgres)."""
+async def _leftovers() -> set[str]:
+    """The bench namespaces with keys in Redis and the bench databases in Postgres."""
     client = aioredis.Redis.from_url(REDIS)
     try:
-        keys = len([key async for key in client.scan_iter(match="investo-bench-*", count=1000)])
+        keys = client.scan_iter(match="investo-bench-*", count=1000)
+        namespaces = {key.decode().split(":", 1)[0] async for key in keys}
     finally:
         await client.aclose()
     dsn = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
     connection = await asyncpg.connect(dsn)
     try:
-        databases = await connection.fetchval(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'investo_bench_%'"
-        )
+        rows = await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'investo_bench_%'")
     finally:
         await connection.close()
-    return keys, int(databases)
+    return namespaces | {row["datname"] for row in rows}
 
 
 def test_http_mode_answers_every_order_through_two_gateways_and_cleans_up() -> None:
     require_redis()
     require_postgres()
-    before = asyncio.run(_leftovers())
     steps: list[str] = []
     runs = list(
         cluster_http.run(
@@ -70,4 +68,5 @@ def test_http_mode_answers_every_order_through_two_gateways_and_cleans_up() -> N
     assert steps[0] == "shards=2: starting the cluster" and steps[-1] == "shards=2: 100 orders/s for 1 s"
     lines = runs[0].lines()
     assert any("ok=100 errors=0" in line for line in lines)
-    assert asyncio.run(_leftovers()) == before
+    assert runs[0].namespace and runs[0].database
+    assert not {runs[0].namespace, runs[0].database} & asyncio.run(_leftovers())  # both gone

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from investo.bench import api_bench
 from investo.bench.cluster_bench import (
@@ -95,6 +96,8 @@ class HttpRun:
     shards: int
     rates: list[HttpRate]
     load_average: float  # the machine's 1-minute load average when the run began
+    namespace: str = ""  # the cluster's Redis namespace (its processes' logs are in $TMPDIR/<namespace>)
+    database: str = ""  # the cluster's Postgres database (dropped at the end, as the namespace)
 
     def lines(self) -> list[str]:
         return [f"shards={self.shards} gateways={GATEWAYS} load_average={self.load_average:.2f}"] + [
@@ -138,7 +141,8 @@ async def run_one(
                         results.append(await _one_rate(load, rate, seconds, shards, watch, meter))
         finally:
             await watch.close()
-    return HttpRun(shards, results, load_average)
+    database = make_url(cluster.database_url).database or ""
+    return HttpRun(shards, results, load_average, cluster.topology.namespace, database)
 
 
 async def _one_rate(
