@@ -54,7 +54,7 @@ import base64
 import binascii
 import heapq
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, NamedTuple
@@ -315,13 +315,17 @@ def _decoded(pairs: list[_Pair]) -> str | None:
     return "&".join(f"{pair.name}={pair.value}" for pair in kept)
 
 
-def _candidates(query: list[_Pair], form: list[_Pair]) -> list[bytes]:
+def _candidates(query: list[_Pair], form: list[_Pair]) -> Iterator[bytes]:
+    """The spellings of ``totalParams`` to try, in order; the decoded one is built only if
+    the one as sent did not verify (what honest clients send verifies first)."""
     as_sent = (_as_sent(query) + _as_sent(form)).encode()
+    yield as_sent
     decoded_query, decoded_form = _decoded(query), _decoded(form)
     if decoded_query is None or decoded_form is None:
-        return [as_sent]
+        return
     decoded = (decoded_query + decoded_form).encode()
-    return [as_sent] if decoded == as_sent else [as_sent, decoded]
+    if decoded != as_sent:
+        yield decoded
 
 
 # --- verification -------------------------------------------------------------------
