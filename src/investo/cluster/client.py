@@ -190,7 +190,9 @@ class ClusterClient:
         changes = topo.changes_channel(self.namespace).encode()
         while True:
             try:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                # blocks until a message: no timeout scope per read (a polling timeout costs
+                # one per answer batch, and waking up idle finds nothing to do)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if message is None:
                     continue
                 channel = message["channel"]
