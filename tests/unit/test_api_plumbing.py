@@ -78,3 +78,16 @@ def test_request_metrics_count_per_route_and_status() -> None:
     assert value("investo_http_requests_total", {"path": "other", "status": "404"}) == 1
     assert value("investo_gateway_seconds_count", {"path": "/api/v3/order"}) == 3
     assert value("investo_gateway_seconds_bucket", {"path": "other", "le": "0.25"}) == 0
+
+
+def test_uvicorn_reads_forwarded_headers_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from investo.server import serve
+
+    configs: list[uvicorn.Config] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, *args, **kwargs: configs.append(server.config))
+    serve(Starlette(), "127.0.0.1", 0, "warning", 20.0)
+    serve(Starlette(), "127.0.0.1", 0, "warning", 20.0, proxy_headers=True)
+    assert [config.proxy_headers for config in configs] == [False, True]
