@@ -84,6 +84,10 @@ def up(
         int | None,
         typer.Option(help="With --redis: port of the market streams (investo ws; default: --port + 1)."),
     ] = None,
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(help="Embedded mode behind a proxy on 127.0.0.1: the client's IP from X-Forwarded-For."),
+    ] = False,
 ) -> None:
     """Start the whole exchange: in one process (embedded mode), or with --redis as a small cluster."""
     if redis is not None:
@@ -104,6 +108,7 @@ def up(
     options = UpOptions(host, port, data_dir, markets, snapshot_every, rate_limit, order_limit, log_level)
     options.bots = bots
     options.database_url = database
+    options.proxy_headers = proxy_headers
     run(options)
 
 

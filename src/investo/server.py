@@ -48,6 +48,7 @@ class UpOptions:
     ws_ping_seconds: float = 20.0
     bots: bool = True  # run the built-in market makers and noise traders (investo.bots)
     database_url: str | None = None  # the SQL history (default: history.db in data_dir)
+    proxy_headers: bool = False  # trust X-Forwarded-For from 127.0.0.1 (see serve)
 
 
 @contextmanager
@@ -146,13 +147,22 @@ def freeze_heap() -> None:
     gc.set_threshold(50_000, 50, 100)  # fewer, cheaper young collections under load
 
 
-def serve(app: Starlette, host: str, port: int, log_level: str, ws_ping_seconds: float) -> None:
+def serve(
+    app: Starlette, host: str, port: int, log_level: str, ws_ping_seconds: float, proxy_headers: bool = False
+) -> None:
+    """Serve ``app`` with uvicorn (uvloop and httptools, which the project depends on).
+
+    ``proxy_headers``: take the client's address from ``X-Forwarded-For`` when a proxy on
+    127.0.0.1 sends it (uvicorn's ``ProxyHeadersMiddleware``: a layer on every request, so
+    only when asked for); otherwise the per-IP rate limit counts the socket's peer.
+    """
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
         access_log=False,
+        proxy_headers=proxy_headers,
         lifespan="on",
         timeout_graceful_shutdown=5,
         **UVICORN_OPTIONS,  # frames built once, written straight to each connection
@@ -163,7 +173,14 @@ def serve(app: Starlette, host: str, port: int, log_level: str, ws_ping_seconds:
 
 
 def run(options: UpOptions) -> None:
-    serve(build_app(options), options.host, options.port, options.log_level, options.ws_ping_seconds)
+    serve(
+        build_app(options),
+        options.host,
+        options.port,
+        options.log_level,
+        options.ws_ping_seconds,
+        options.proxy_headers,
+    )
 
 
 # --------------------------------------------------------------------------- investo gateway
@@ -182,6 +199,7 @@ class GatewayOptions:
     ws_ping_seconds: float = 20.0
     reply_timeout_s: float = 5.0
     market_streams: bool = False
+    proxy_headers: bool = False  # trust X-Forwarded-For from 127.0.0.1 (see serve)
 
 
 def build_gateway_app(options: GatewayOptions) -> FastAPI:
@@ -229,4 +247,4 @@ def build_gateway_app(options: GatewayOptions) -> FastAPI:
 
 def run_gateway(options: GatewayOptions) -> None:
     app = build_gateway_app(options)
-    serve(app, options.host, options.port, options.log_level, options.ws_ping_seconds)
+    serve(app, options.host, options.port, options.log_level, options.ws_ping_seconds, options.proxy_headers)

@@ -552,6 +552,39 @@ async def test_a_command_nobody_answers_is_status_unknown(cluster: tuple[str, to
         await client.close()
 
 
+async def test_the_reply_listener_reconnects_when_its_connection_is_killed(
+    cluster: tuple[str, topo.Topology],
+) -> None:
+    """The listener blocks on its read (no polling timeout): a lost connection must still
+    bring it back, subscribed again, rather than leave it waiting forever."""
+    url, _ = cluster
+    server_url, namespace = topo.split_url(url)
+    channel = f"{namespace}:test-announcements"
+    heard: list[bytes] = []
+    client = ClusterClient(url)
+    client.on_message(channel, heard.append)
+    await client.start()
+    admin = aioredis.Redis.from_url(server_url)
+    try:
+        assert client._pubsub is not None and client._pubsub.connection is not None
+        writer = client._pubsub.connection._writer
+        assert writer is not None
+        host, port = writer.get_extra_info("sockname")[:2]
+        assert await admin.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}", "SKIPME", "yes") == 1
+        for _ in range(100):  # until the listener has subscribed again
+            if await admin.publish(channel, b"after") > 0:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(100):
+            if heard:
+                break
+            await asyncio.sleep(0.02)
+        assert heard == [b"after"]
+    finally:
+        await client.close()
+        await admin.aclose()
+
+
 async def test_a_gateway_follows_a_new_shard_map_without_restart(cluster: tuple[str, topo.Topology]) -> None:
     url, topology = cluster
     server_url, namespace = topo.split_url(url)

@@ -295,6 +295,15 @@ def test_client_that_signs_what_it_sends_with_plus_for_space(
     assert verify_request(query, "", public_key, NOW).params["newClientOrderId"] == "my order"
 
 
+def test_a_percent_encoded_name_is_decoded(
+    private_key: Ed25519PrivateKey, public_key: Ed25519PublicKey
+) -> None:
+    query = raw_signed(f"sym%62ol=TATAINR&timestamp={NOW}", private_key)
+    request = verify_request(query, "", public_key, NOW)
+    assert request.params["symbol"] == "TATAINR"
+    assert request.payload == f"sym%62ol=TATAINR&timestamp={NOW}".encode()
+
+
 def test_decoded_form_cannot_smuggle_parameters(
     private_key: Ed25519PrivateKey, public_key: Ed25519PublicKey
 ) -> None:
@@ -318,6 +327,7 @@ def test_decoded_form_cannot_smuggle_parameters(
         f"symbol=%zz&timestamp={NOW}",
         f"symbol=%ff&timestamp={NOW}",
         f"sym bol=A&timestamp={NOW}",
+        f"sym%20bol=A&timestamp={NOW}",  # a name must still be [A-Za-z0-9_] once decoded
         f"=A&timestamp={NOW}",
     ],
 )

@@ -89,6 +89,20 @@ class Metrics:
         self.log_lag = Gauge("investo_log_lag", "Applied commands not yet in the SQL history", registry=r)
         self.ws_clients = Gauge("investo_websocket_clients", "Open WebSocket clients", registry=r)
         self.log_lag.set_function(node.sql_lag)
+        # labelled children by label values: labels() takes a lock and builds a tuple per call
+        self._latency: dict[str, Histogram] = {}
+        self._requests: dict[tuple[str, int], Counter] = {}
+
+    def observe_request(self, route: str, status: int, elapsed_s: float) -> None:
+        """One answered request of ``route`` (a bounded set of names, so are the caches)."""
+        latency = self._latency.get(route)
+        if latency is None:
+            latency = self._latency[route] = self.gateway.labels(route)
+        latency.observe(elapsed_s)
+        count = self._requests.get((route, status))
+        if count is None:
+            count = self._requests[(route, status)] = self.requests.labels(route, str(status))
+        count.inc()
 
     def observe_batch(self, commands: int, commit_s: float, apply_s: float) -> None:
         self.commit.observe(commit_s)
@@ -152,8 +166,7 @@ class Guard:
 
     def _observe(self, scope: Scope, path: str, status: int, elapsed: float) -> None:
         route = path if path in self.routes else "other"
-        self.metrics.gateway.labels(route).observe(elapsed)
-        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.observe_request(route, status, elapsed)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request %s %s %d %.2fms",

@@ -3,6 +3,11 @@
 The signature is checked over the raw query string and body exactly as they
 arrived (see :mod:`investo.security.signing`); only then are the parameters
 read. A request that fails here has touched nothing.
+
+Query string, headers and body are read straight from the ASGI scope and ``receive``
+(each once per request), not through Starlette's ``Request.headers``/``Request.body``:
+on a signed order, those helpers cost more than the parsing they feed. So the body of
+a request can be read once only (:func:`read_body`).
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from investo.api import errors
 from investo.api.nodes import ApiNode
@@ -19,6 +25,7 @@ from investo.security.signing import API_KEY_HEADER, SignedRequest, SigningError
 
 MAX_BODY_BYTES = 16 * 1024
 _KEY_ERRORS = (-2014, -2015)
+_API_KEY_NAME = API_KEY_HEADER.lower().encode("latin-1")  # as ASGI servers pass header names
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +38,48 @@ class SignedCall:
 
 
 async def read_body(request: Request) -> str:
-    length = request.headers.get("content-length")
+    """The form body as ASCII text; 413 past ``MAX_BODY_BYTES`` (announced or received).
+
+    Read from ASGI ``receive``, once: a second call would wait for a body that never comes.
+    """
+    length = header(request, b"content-length")
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        raise errors.ApiError(-1000, f"Request body too large (at most {MAX_BODY_BYTES} bytes).", 413)
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise errors.ApiError(-1000, f"Request body too large (at most {MAX_BODY_BYTES} bytes).", 413)
+        raise _body_too_large()
+    body = await _receive_body(request.receive)
     try:
         return body.decode("ascii")
     except UnicodeDecodeError:
         raise errors.illegal_chars("body", "ASCII, form-urlencoded") from None
+
+
+async def _receive_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _body_too_large()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _body_too_large() -> errors.ApiError:
+    return errors.ApiError(-1000, f"Request body too large (at most {MAX_BODY_BYTES} bytes).", 413)
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), as Starlette's ``request.headers.get``
+    would give it, without building a ``Headers`` object."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
 
 
 def raw_query(request: Request) -> str:
@@ -76,7 +115,7 @@ async def verify(node: ApiNode, request: Request, *, replay_checked_by_submit: b
     query = raw_query(request)
     if query.count("&") + body.count("&") > 2 * MAX_PARAMS:
         raise errors.too_many_params()
-    key = request.headers.get(API_KEY_HEADER)
+    key = header(request, _API_KEY_NAME)
     if key and not node.knows_key(key):
         await node.fetch_key(key)  # registered on another gateway of the cluster, or unknown
     try:

@@ -318,6 +318,9 @@ def gateway(
     market_streams: Annotated[
         bool, typer.Option(help="Also serve the public market streams (as investo ws does).")
     ] = False,
+    proxy_headers: Annotated[
+        bool, typer.Option(help="Behind a proxy on 127.0.0.1: the client's IP from X-Forwarded-For.")
+    ] = False,
 ) -> None:
     """Serve the REST API (and user data streams) over a cluster; run as many as you like."""
     from investo.server import GatewayOptions, run_gateway
@@ -325,6 +328,7 @@ def gateway(
     options = GatewayOptions(redis, database, host, port, rate_limit, order_limit, log_level)
     options.reply_timeout_s = reply_timeout
     options.market_streams = market_streams
+    options.proxy_headers = proxy_headers
     run_gateway(options)
 
 

@@ -154,12 +154,15 @@ class ClusterClient:
                 raise StatusUnknown(f"appending to {target[0]} shard {target[1]} failed: {exc}") from exc
             if offset == 0:
                 raise MarkTaken(f"{mark} is already set: the command was not sent")
+            timer = asyncio.get_running_loop().call_later(self.timeout_s, _time_out, future)
             try:
-                events = await asyncio.wait_for(future, self.timeout_s)
+                events = await future  # (a timer, not asyncio.wait_for: no extra future and task hop)
             except TimeoutError:
                 raise StatusUnknown(
                     f"no answer from {target[0]} shard {target[1]} within {self.timeout_s} s"
                 ) from None
+            finally:
+                timer.cancel()
             return Applied(offset, command, events)
         finally:
             self._waiting.pop(corr, None)
@@ -187,7 +190,9 @@ class ClusterClient:
         changes = topo.changes_channel(self.namespace).encode()
         while True:
             try:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                # blocks until a message: no timeout scope per read (a polling timeout costs
+                # one per answer batch, and waking up idle finds nothing to do)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
                 if message is None:
                     continue
                 channel = message["channel"]
@@ -210,3 +215,8 @@ class ClusterClient:
             except Exception:  # a bad message or a lost connection must not stop the listener
                 log.exception("reply listener of gateway %s", self.gateway_id)
                 await asyncio.sleep(0.5)
+
+
+def _time_out(future: asyncio.Future[list[Event]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())

@@ -54,7 +54,7 @@ import base64
 import binascii
 import heapq
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, NamedTuple
@@ -234,11 +234,20 @@ def _split(text: str) -> list[_Pair]:
     pairs = []
     for segment in text.split("&"):
         raw_name, sep, raw_value = segment.partition("=")
-        name = _decode(raw_name, plus_is_space=True)
-        if not sep or not _NAME.fullmatch(name):
+        if not sep:
             raise IllegalParameter()
-        pairs.append(_Pair(segment, name, _decode(raw_value, plus_is_space=True), raw_value))
+        name = raw_name if _NAME.fullmatch(raw_name) else _decoded_name(raw_name)
+        value = _decode(raw_value, plus_is_space=True) if "%" in raw_value or "+" in raw_value else raw_value
+        pairs.append(_Pair(segment, name, value, raw_value))
     return pairs
+
+
+def _decoded_name(raw_name: str) -> str:
+    """A percent-encoded name (rare: names are ``[A-Za-z0-9_]``, which need no encoding)."""
+    name = _decode(raw_name, plus_is_space=True)
+    if not _NAME.fullmatch(name):
+        raise IllegalParameter()
+    return name
 
 
 def _take_signature(query: list[_Pair], form: list[_Pair]) -> str:
@@ -247,7 +256,10 @@ def _take_signature(query: list[_Pair], form: list[_Pair]) -> str:
         raise DuplicateParameter()
     if not found or found[0].raw_value == "":
         raise MissingParameter.named("signature")
-    return _decode(found[0].raw_value, plus_is_space=False)
+    signature = found[0]
+    if "+" not in signature.raw_value:
+        return signature.value  # decoded by _split already: "+" is the only difference
+    return _decode(signature.raw_value, plus_is_space=False)
 
 
 def _collect(query: list[_Pair], form: list[_Pair]) -> dict[str, str]:
@@ -315,13 +327,17 @@ def _decoded(pairs: list[_Pair]) -> str | None:
     return "&".join(f"{pair.name}={pair.value}" for pair in kept)
 
 
-def _candidates(query: list[_Pair], form: list[_Pair]) -> list[bytes]:
+def _candidates(query: list[_Pair], form: list[_Pair]) -> Iterator[bytes]:
+    """The spellings of ``totalParams`` to try, in order; the decoded one is built only if
+    the one as sent did not verify (what honest clients send verifies first)."""
     as_sent = (_as_sent(query) + _as_sent(form)).encode()
+    yield as_sent
     decoded_query, decoded_form = _decoded(query), _decoded(form)
     if decoded_query is None or decoded_form is None:
-        return [as_sent]
+        return
     decoded = (decoded_query + decoded_form).encode()
-    return [as_sent] if decoded == as_sent else [as_sent, decoded]
+    if decoded != as_sent:
+        yield decoded
 
 
 # --- verification -------------------------------------------------------------------
