@@ -222,7 +222,7 @@ async def test_replicas_follow_the_engines_to_the_same_state_and_see_the_publish
                 topology,
                 *key,
                 on_batch=lambda batch, key=key: seen.setdefault(key, []).extend(
-                    (offset, list(step.output)) for offset, _, step in batch
+                    (offset, list(step.output)) for offset, _, step in batch if step.published
                 ),
             )
             for key in topology.every_output()

@@ -74,6 +74,8 @@ def test_an_order_is_forwarded_to_its_markets_matching_shard_with_the_reply_addr
     order = PlaceOrder(2, 2, "BINR", Side.BUY, OrderType.LIMIT, TimeInForce.GTC, 100, 1, client_order_id="x")
     step = shard.step(Envelope(order, "reply:g", 7))
     assert step.reply_to == ""  # matching answers, not accounts
+    # recorded by the matching shard's output, not the accounts shard's; replicas still see it
+    assert not step.published and isinstance(step.output[0], OrderAccepted)
     [(role, target, forward)] = step.forwards
     assert (role, target, forward.reply, forward.corr) == ("matching", 1, "reply:g", 7)
     assert isinstance(forward.record, OrderAccepted)

@@ -19,8 +19,9 @@ Guarantees
 * **Nothing lost.** An entry is acknowledged only once committed; an unacknowledged
   one stays pending in the group until a writer claims it.
 * Matching streams give orders, order updates, trades and candles (no ledger rows: a
-  trade's row implies what it moved); accounts streams give deposits and withdrawals (their ``OrderAccepted``
-  are written from the matching stream, which carries every order's whole life).
+  trade's row implies what it moved); accounts streams give deposits, withdrawals and
+  refusals (an accepted order is not in them: its ``OrderAccepted`` is written from the
+  matching stream, which carries every order's whole life).
 * SQL keys rows by log offset: entry ``o`` of the stream numbered ``n`` is stored as
   offset ``o * 1024 + n`` (:meth:`~investo.cluster.topology.Topology.stream_number`).
 * **Never over a lost stream.** A stream whose counter in Redis is below the SQL
@@ -112,9 +113,10 @@ and the shard's event seq (rejections carry it too; ``engine_seqs`` keeps it for
 def _may_hold_accounts_rows(payload: bytes) -> bool:
     """False only if the encoded entry holds none of :data:`_ACCOUNTS_ROWS` (their tags are absent).
 
-    Most accounts entries are one ``OrderAccepted`` (its row comes from the matching
-    stream): a substring test skips decoding them. A false positive (the tag inside a
-    client order id) is only decoded and filtered like any other entry.
+    Engines no longer publish accepted orders to accounts streams (the matching stream has
+    them), but a stream written before that holds mostly ``OrderAccepted`` entries: a
+    substring test skips decoding those. A false positive (the tag inside a client order
+    id) is only decoded and filtered like any other entry.
     """
     return b"Deposited" in payload or b"Withdrawn" in payload or b"Rejected" in payload
 

@@ -302,9 +302,9 @@ class ShardEngine:
         forwards: dict[RedisLog, list[bytes]] = {}
         by_channel: dict[str, list[tuple[int, msgspec.Raw]]] = {}
         for offset, step in steps:
-            if step.output or step.reply_to:
+            if (step.output and step.published) or step.reply_to:
                 events = msgspec.Raw(ENCODER.encode(step.output))
-                if step.output:
+                if step.output and step.published:
                     outputs.append(ENCODER.encode((offset, events)))  # an Output, array-like
                 if step.reply_to:
                     by_channel.setdefault(step.reply_to, []).append((step.corr, events))  # a Reply

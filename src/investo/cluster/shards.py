@@ -6,7 +6,11 @@ in the embedded mode, cut at the logs:
 * accounts shard: ``Deposit`` / ``Withdraw`` answer at once; ``PlaceOrder`` either is
   refused (answered here) or becomes an ``OrderAccepted`` forwarded to the market's
   matching shard, which answers; ``Settle`` settles fills and releases finished
-  orders, answering nobody;
+  orders, answering nobody. An accepted order's ``OrderAccepted`` is not published to
+  the accounts shard's output log (``Step.published``): it is the forwarded record, and
+  the first event of the matching shard's output for it, which carries the order's
+  whole life; so the accounts output holds what only the accounts shard records
+  (deposits, withdrawals, refusals). Replicas still see it in the step's ``output``;
 * matching shard: ``OrderAccepted``, ``CancelOrder``, ``CancelAll`` run on the
   market's book; the events are the answer, and those that move money are forwarded,
   as one ``Settle`` per accounts shard involved (both sides of a trade may live on
@@ -68,10 +72,11 @@ class Step:
     the output events themselves, so an engine encodes them once for both.
     """
 
-    output: Sequence[Event] = ()  # for this shard's output log (empty: nothing)
+    output: Sequence[Event] = ()  # the events it caused (empty: none)
     forwards: Sequence[Forward] = ()
     reply_to: str = ""  # the gateway's reply channel ("" = nobody waits)
     corr: int = 0  # the request's number on that channel
+    published: bool = True  # whether ``output`` goes to the shard's output log (see AccountsShard)
 
 
 def _answer(env: Envelope, events: list[Event]) -> Step:
@@ -105,7 +110,7 @@ class AccountsShard:
             if type(event) is not OrderAccepted or market_shard is None:
                 return _answer(env, [event])
             forward = Envelope(event, env.reply, env.corr)
-            return Step([event], [("matching", market_shard, forward)])
+            return Step([event], [("matching", market_shard, forward)], published=False)
         if kind is Deposit or kind is Withdraw:
             assert isinstance(record, Deposit | Withdraw)
             if record.user % self.topology.accounts_shards != self.shard:
