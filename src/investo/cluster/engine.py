@@ -36,7 +36,9 @@ Invariants
 
 Costs: per batch, two round trips: one ``XREAD BLOCK`` (returns at once when
 entries wait) and one script call (on the server: one ``XADD`` per output and
-forward, one ``PUBLISH`` per gateway answered); one msgpack decode per input entry,
+forward, one ``PUBLISH`` per gateway answered), both on a lean connection of their own
+(:mod:`investo.log.resp`: about half redis-py's client CPU per call, which was most of
+an engine's cost per wake-up at a few thousand orders per second); one msgpack decode per input entry,
 one encode of each entry's events (its output entry and its answer embed the same
 bytes) and one per forward; stepping is the engines' cost; a snapshot serialises the
 shard every ``snapshot_every`` entries.
@@ -55,14 +57,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Envelope
 from investo.cluster.shards import AccountsShard, MatchingShard, Shard, Step
 from investo.cluster.topology import Role, Topology, log_url, parse_epoch
-from investo.log.base import LogError
-from investo.log.redis import RedisLog
+from investo.log.base import Entry, LogError
+from investo.log.redis import RedisLog, stream_entries
+from investo.log.resp import hot_connection
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +165,8 @@ class ShardEngine:
         # No retries inside redis-py: a publish is retried here, where a retry is known to be one.
         self.client: aioredis.Redis = aioredis.Redis.from_url(server_url, retry=Retry(NoBackoff(), 0))
         self._publish = self.client.register_script(_PUBLISH)
+        # The loop's two calls per batch (read, publish) skip redis-py's layers where it can.
+        self._hot = hot_connection(server_url)
         self._done_key = topology.done_key(role, shard)
         self._epoch_key = topology.epoch_key(role, shard)
         self.epoch = 0  # the input epoch the state belongs to (read before the snapshot)
@@ -228,7 +233,7 @@ class ShardEngine:
         idle_since = time.monotonic()
         while not stop.is_set():
             try:
-                entries = await self.input.read_or_wait(self.applied, self.batch, self.block_ms)
+                entries = await self._read_or_wait()
                 if not entries:
                     if time.monotonic() - idle_since > LOST_CHECK_S:  # does Redis still hold our writes?
                         idle_since = time.monotonic()
@@ -271,7 +276,7 @@ class ShardEngine:
         retried = False
         while True:
             try:
-                await self._publish(keys=keys, args=args)
+                await self._call_publish(keys, args)
                 return
             except ResponseError as exc:
                 if str(exc).startswith("EPOCH"):  # the shard was rebuilt: this state is not its history
@@ -320,6 +325,31 @@ class ShardEngine:
         for channel, replies in by_channel.items():
             args += [channel, ENCODER.encode(replies)]
         return keys, args, sum(map(len, by_channel.values()))
+
+    async def _read_or_wait(self) -> list[Entry]:
+        """The next batch of input after ``applied`` (``RedisLog.read_or_wait`` on the hot connection)."""
+        if self._hot is None:
+            return await self.input.read_or_wait(self.applied, self.batch, self.block_ms)
+        after = self.applied
+        key = self.input.stream_key
+        try:
+            found = await self._hot.call(
+                "XREAD", "COUNT", self.batch, "BLOCK", self.block_ms, "STREAMS", key, f"{after}-0"
+            )
+        except RedisError as exc:
+            raise LogError(f"reading {self.input!r} failed: {exc}") from exc
+        if not found:
+            return []
+        entries = stream_entries(found[0][1])  # RESP2: [[stream, entries]]
+        if entries[0][0] != after + 1:  # a gap: entries were trimmed; the log's read says so
+            return await self.input.read(after, self.batch)
+        return entries
+
+    async def _call_publish(self, keys: list[str], args: list[int | bytes | str]) -> None:
+        if self._hot is None:
+            await self._publish(keys=keys, args=args)
+        else:
+            await self._hot.evalsha(self._publish.sha, _PUBLISH, keys, args)
 
     async def published_up_to(self) -> int:
         """``done`` as Redis holds it, waiting out a lost connection."""
@@ -388,6 +418,8 @@ class ShardEngine:
             await target.close()
         await self.input.close()
         await self.client.aclose()
+        if self._hot is not None:
+            self._hot.close()
 
 
 def decode_entry(offset: int, payload: bytes) -> Envelope | None:

@@ -256,7 +256,7 @@ class RedisLog(Log):
         if not found:
             return []
         # raw: RESP3 {stream: [[id, [b"p", payload]], ...]}, RESP2 [[stream, [...]]]
-        entries = _entries(next(iter(found.values())) if isinstance(found, dict) else found[0][1])
+        entries = stream_entries(next(iter(found.values())) if isinstance(found, dict) else found[0][1])
         if entries[0][0] != after + 1:  # a gap: entries were trimmed; read() says so
             return await self.read(after, limit)
         return entries
@@ -291,7 +291,7 @@ class RedisLog(Log):
 
     async def _read(self, after: int, limit: int) -> tuple[int, list[Entry]]:
         rows: Any = await self._run(self._client.xrange(self._log_key, min=f"{after + 1}-0", count=limit))
-        entries = _entries(rows)
+        entries = stream_entries(rows)
         if entries and entries[0][0] == after + 1:
             return after + 1, entries  # starts where asked: nothing before it matters (one command)
 
@@ -304,7 +304,7 @@ class RedisLog(Log):
                 return first, rows
 
         first, rows = await self._run(read())
-        return _int_or(first, 1), _entries(rows)
+        return _int_or(first, 1), stream_entries(rows)
 
     async def _last_offset(self) -> int:
         return _int_or(await self._run(self._client.get(self._next_key)), 0)
@@ -390,7 +390,7 @@ def _raw(response: Any, **options: Any) -> Any:
     return response
 
 
-def _entries(rows: list[Any] | None) -> list[Entry]:
+def stream_entries(rows: list[Any] | None) -> list[Entry]:
     """``(offset, payload)`` from raw stream entries (``[b"<offset>-0", [b"p", payload]]``)."""
     if not rows:
         return []

@@ -1,0 +1,154 @@
+"""A lean Redis connection for a process's few hot calls: commands written as RESP, answers parsed by hiredis.
+
+redis-py's asyncio client costs the caller about 75–90 µs of CPU per round trip on a
+2-core VM (connection pool, retry layer, health checks, argument encoding), where the
+socket and the event loop alone cost about 35 (``bench/redis_calls.py``). A cluster
+engine makes two calls per batch it wakes up for (a blocking ``XREAD`` and its publish
+script), so at a few thousand orders per second those layers were most of its CPU.
+:class:`RespConnection` does only what those calls need: one TCP connection, commands
+encoded with a few byte joins, answers parsed by hiredis (which redis-py uses too).
+
+Invariants
+----------
+* Answers are matched to calls in the order the calls were written (Redis answers in
+  order), so calls may overlap; each gets its own answer or exception.
+* An error answer raises :class:`redis.exceptions.ResponseError` (a ``NOSCRIPT`` one
+  :class:`redis.exceptions.NoScriptError`), a lost connection
+  :class:`redis.exceptions.ConnectionError` for every call in flight: the same
+  exceptions redis-py raises, so callers keep their handling. The next call connects
+  again (``AUTH`` and ``SELECT`` as the URL says).
+* No retries, no timeouts of its own: a blocking command waits as long as it asked the
+  server to; callers decide what to retry.
+
+Supported URLs: ``redis://[user:password@]host[:port][/db]``; anything else (TLS, a
+Unix socket) is refused by :func:`hot_connection`, and the caller keeps redis-py.
+Costs: one ``transport.write`` per call, one hiredis feed per received chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, cast
+
+import hiredis
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+Arg = bytes | str | int
+
+
+def encode_command(args: tuple[Arg, ...]) -> bytes:
+    """``args`` as one RESP array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n" % len(data))
+        parts.append(data)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.pending: deque[asyncio.Future[Any]] = deque()
+        self.reader = hiredis.Reader(replyError=ResponseError)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            future = self.pending.popleft()
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(reply, ResponseError):
+                error = NoScriptError(str(reply)) if str(reply).startswith("NOSCRIPT") else reply
+                future.set_exception(error)
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        while self.pending:
+            future = self.pending.popleft()
+            if not future.done():
+                future.set_exception(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+
+
+class RespConnection:
+    """One connection to Redis for hot calls; see the module docstring."""
+
+    def __init__(
+        self, host: str, port: int, db: int = 0, username: str | None = None, password: str | None = None
+    ) -> None:
+        self.host, self.port, self.db = host, port, db
+        self._auth: tuple[str, ...] = ()
+        if password is not None:
+            self._auth = ("AUTH", username, password) if username else ("AUTH", password)
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    async def call(self, *args: Arg) -> Any:
+        """Send one command and return its answer (see the module docstring for errors)."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            protocol = await self._connect()
+        transport = protocol.transport
+        if transport is None:
+            raise RedisConnectionError("connection to Redis lost")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        protocol.pending.append(future)
+        transport.write(encode_command(args))
+        return await future
+
+    async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Arg]) -> Any:
+        """Run a script by its SHA1, loading it first if the server does not know it (``NOSCRIPT``)."""
+        try:
+            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.call("SCRIPT", "LOAD", script)
+            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def _connect(self) -> _Protocol:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:  # overlapping calls share one new connection
+            if self._protocol is not None and self._protocol.transport is not None:
+                return self._protocol
+            loop = asyncio.get_running_loop()
+            try:
+                _, protocol = await loop.create_connection(_Protocol, self.host, self.port)
+            except OSError as exc:
+                where = f"{self.host}:{self.port}"
+                raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
+            self._protocol = protocol
+            if self._auth:
+                await self.call(*self._auth)
+            if self.db:
+                await self.call("SELECT", self.db)
+            return protocol
+
+    def close(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        self._protocol = None
+
+
+def hot_connection(server_url: str) -> RespConnection | None:
+    """A :class:`RespConnection` to the server of ``server_url``, or None where it is not supported."""
+    if not server_url.startswith("redis://"):
+        return None
+    options: dict[str, Any] = parse_url(server_url)  # type: ignore[no-untyped-call]
+    if "path" in options or "host" not in options:
+        return None
+    return RespConnection(
+        options["host"],
+        int(options.get("port", 6379)),
+        int(options.get("db", 0) or 0),
+        options.get("username"),
+        options.get("password"),
+    )

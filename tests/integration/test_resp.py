@@ -1,0 +1,99 @@
+"""The engines' lean Redis connection (investo.log.resp) against the real test Redis, on both event loops."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis
+import uvloop
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from investo.log.resp import RespConnection, encode_command, hot_connection
+from redis_fixtures import HOST, PORT, require_redis
+
+LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+def _run(loop: str, main: Callable[[], Awaitable[None]]) -> None:
+    require_redis()
+    LOOPS[loop](main())  # type: ignore[operator]
+
+
+def test_commands_are_encoded_as_resp_arrays_of_bulk_strings() -> None:
+    expected = b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n$2\r\n\x00v\r\n"
+    assert encode_command(("SET", "k", 12, b"\x00v")) == expected
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_answers_errors_and_overlapping_calls_in_order(loop: str) -> None:
+    key = f"test-resp:{uuid.uuid4().hex}"
+
+    async def main() -> None:
+        connection = RespConnection(HOST, PORT)
+        try:
+            assert await connection.call("SET", key, b"v") == b"OK"
+            answers = await asyncio.gather(*(connection.call("INCR", f"{key}:n") for _ in range(50)))
+            assert answers == list(range(1, 51))  # each call got its own answer, in order
+            with pytest.raises(ResponseError, match="WRONGTYPE"):
+                await connection.call("LPUSH", key, b"x")
+            assert await connection.call("GET", key) == b"v"  # still usable after an error answer
+            assert await connection.call("GET", f"{key}:missing") is None
+        finally:
+            await connection.call("DEL", key, f"{key}:n")
+            connection.close()
+
+    _run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_script_the_server_does_not_know_is_loaded_and_run(loop: str) -> None:
+    script = f"return ARGV[1] .. '{uuid.uuid4().hex}'"  # never loaded before
+    sha = hashlib.sha1(script.encode()).hexdigest()
+
+    async def main() -> None:
+        connection = RespConnection(HOST, PORT)
+        try:
+            assert (await connection.evalsha(sha, script, [], [b"x"])).startswith(b"x")
+            assert await connection.call("SCRIPT", "EXISTS", sha) == [1]
+        finally:
+            connection.close()
+
+    _run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_killed_connection_fails_the_call_in_flight_and_the_next_call_reconnects(loop: str) -> None:
+    stream = f"test-resp:{uuid.uuid4().hex}"
+    name = f"resp-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        connection = RespConnection(HOST, PORT)
+        admin = redis.Redis(host=HOST, port=PORT)
+        try:
+            await connection.call("CLIENT", "SETNAME", name)
+            blocked = asyncio.ensure_future(connection.call("XREAD", "BLOCK", 5000, "STREAMS", stream, "0-0"))
+            await asyncio.sleep(0.2)
+            for client in admin.client_list():
+                if client["name"] == name:
+                    admin.client_kill_filter(_id=client["id"])
+            with pytest.raises(RedisConnectionError):
+                await asyncio.wait_for(blocked, 2)
+            assert await connection.call("PING") == b"PONG"  # connected again
+        finally:
+            connection.close()
+            admin.close()
+
+    _run(loop, main)
+
+
+def test_only_plain_tcp_urls_get_a_hot_connection() -> None:
+    connection = hot_connection("redis://:secret@10.0.0.5:6380/2")
+    assert connection is not None
+    assert (connection.host, connection.port, connection.db) == ("10.0.0.5", 6380, 2)
+    assert hot_connection("rediss://10.0.0.5:6380/0") is None
+    assert hot_connection("unix:///tmp/redis.sock") is None
