@@ -536,9 +536,13 @@ async def test_redis_append_refuses_to_reuse_offsets_if_the_counter_is_lost(redi
         assert await log.read(0, 10) == [(1, b"a"), (2, b"b")]
 
 
-async def test_redis_append_unless_marked_stores_a_marked_entry_once(redis_backend: Backend) -> None:
-    async with redis_backend.open() as one, redis_backend.open() as two:
+@pytest.mark.parametrize("fast_appends", [False, True], ids=["redis-py", "lean connection"])
+async def test_redis_append_unless_marked_stores_a_marked_entry_once(
+    redis_backend: Backend, fast_appends: bool
+) -> None:
+    async with RedisLog(redis_backend.url, fast_appends=fast_appends) as one, redis_backend.open() as two:
         assert isinstance(one, RedisLog) and isinstance(two, RedisLog)
+        assert (one._hot is not None) == fast_appends
         mark, other = f"{one.prefix}:seen:x", f"{one.prefix}:seen:y"
         assert await one.append_unless_marked([(b"a", mark, 60_000), (b"b", None, 0)]) == [1, 2]
         # the same mark again, from another client and within one batch: refused, the rest stored

@@ -91,6 +91,22 @@ def test_a_killed_connection_fails_the_call_in_flight_and_the_next_call_reconnec
     _run(loop, main)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_call_past_its_timeout_drops_the_connection_and_fails(loop: str) -> None:
+    stream = f"test-resp:{uuid.uuid4().hex}"
+
+    async def main() -> None:
+        connection = RespConnection(HOST, PORT, timeout_s=0.2)
+        try:
+            with pytest.raises(RedisConnectionError):
+                await connection.call("XREAD", "BLOCK", 3000, "STREAMS", stream, "0-0")  # no answer for 3 s
+            assert await connection.call("PING") == b"PONG"  # a new connection, not the late answer
+        finally:
+            connection.close()
+
+    _run(loop, main)
+
+
 def test_only_plain_tcp_urls_get_a_hot_connection() -> None:
     connection = hot_connection("redis://:secret@10.0.0.5:6380/2")
     assert connection is not None

@@ -76,6 +76,7 @@ from investo.log.base import (
     check_snapshot_offset,
     check_trim,
 )
+from investo.log.resp import hot_connection
 
 DEFAULT_PREFIX = "investo"
 _CONNECT_TIMEOUT_S = 5.0  # the URL may override (?socket_connect_timeout=...)
@@ -191,7 +192,11 @@ MarkedEntry = tuple[bytes, str | None, int]  # (payload, mark key or None, the m
 class RedisLog(Log):
     """A Log in one Redis stream plus three small keys; see the module docstring."""
 
-    def __init__(self, url: str, *, keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS) -> None:
+    def __init__(
+        self, url: str, *, keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS, fast_appends: bool = False
+    ) -> None:
+        """``fast_appends``: :meth:`append_unless_marked` (a gateway's hot call) runs on a lean
+        connection of its own (:mod:`investo.log.resp`), for a process that appends per request."""
         super().__init__(keep_snapshots=keep_snapshots)
         server_url, self.prefix = parse_redis_url(url)
         self._server = redacted(server_url)
@@ -217,6 +222,8 @@ class RedisLog(Log):
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # A writer's hot call (append_unless_marked) skips redis-py's layers where it can.
+        self._hot = hot_connection(server_url, timeout_s=_SOCKET_TIMEOUT_S) if fast_appends else None
 
     def __repr__(self) -> str:
         return f"<RedisLog {self._server} prefix={self.prefix!r}>"
@@ -282,7 +289,12 @@ class RedisLog(Log):
                 args += (payload, len(keys), max(ttl_ms, 1))
         if not args:
             return []
-        offsets: Any = await self._run(self._append_unless_marked_script(keys=keys, args=args))
+        script = self._append_unless_marked_script
+        if self._hot is not None:
+            call = self._hot.evalsha(script.sha, _APPEND_UNLESS_MARKED, keys, args)
+        else:
+            call = script(keys=keys, args=args)
+        offsets: Any = await self._run(call)
         return [int(offset) for offset in offsets]
 
     async def _append(self, batch: list[bytes]) -> int:
@@ -336,6 +348,8 @@ class RedisLog(Log):
 
     async def _close(self) -> None:
         await self._idle.wait()
+        if self._hot is not None:
+            self._hot.close()
         try:
             await self._client.aclose()
         except RedisError as exc:

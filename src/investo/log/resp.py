@@ -17,8 +17,10 @@ Invariants
   :class:`redis.exceptions.ConnectionError` for every call in flight: the same
   exceptions redis-py raises, so callers keep their handling. The next call connects
   again (``AUTH`` and ``SELECT`` as the URL says).
-* No retries, no timeouts of its own: a blocking command waits as long as it asked the
-  server to; callers decide what to retry.
+* No retries. With ``timeout_s`` a call not answered in time closes the connection (the
+  answers behind it could no longer be matched) and fails, like every call in flight, with
+  a ``ConnectionError``; without, a call waits as long as the server takes (a blocking
+  command: as long as it asked to). Callers decide what to retry.
 
 Supported URLs: ``redis://[user:password@]host[:port][/db]``; anything else (TLS, a
 Unix socket) is refused by :func:`hot_connection`, and the caller keeps redis-py.
@@ -37,6 +39,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 Arg = bytes | str | int
+CONNECT_TIMEOUT_S = 5.0
 
 
 def encode_command(args: tuple[Arg, ...]) -> bytes:
@@ -79,13 +82,27 @@ class _Protocol(asyncio.Protocol):
                 future.set_exception(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
 
 
+def _expire(future: asyncio.Future[Any], transport: asyncio.Transport) -> None:
+    """A call's time is up: drop its connection, which fails it and every call behind it."""
+    if not future.done():
+        transport.close()
+
+
 class RespConnection:
     """One connection to Redis for hot calls; see the module docstring."""
 
     def __init__(
-        self, host: str, port: int, db: int = 0, username: str | None = None, password: str | None = None
+        self,
+        host: str,
+        port: int,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        timeout_s: float | None = None,
     ) -> None:
         self.host, self.port, self.db = host, port, db
+        self.timeout_s = timeout_s
         self._auth: tuple[str, ...] = ()
         if password is not None:
             self._auth = ("AUTH", username, password) if username else ("AUTH", password)
@@ -100,10 +117,17 @@ class RespConnection:
         transport = protocol.transport
         if transport is None:
             raise RedisConnectionError("connection to Redis lost")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         protocol.pending.append(future)
         transport.write(encode_command(args))
-        return await future
+        if self.timeout_s is None:
+            return await future
+        timer = loop.call_later(self.timeout_s, _expire, future, transport)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     async def evalsha(self, sha: str, script: str, keys: list[str], args: list[Arg]) -> Any:
         """Run a script by its SHA1, loading it first if the server does not know it (``NOSCRIPT``)."""
@@ -121,8 +145,9 @@ class RespConnection:
                 return self._protocol
             loop = asyncio.get_running_loop()
             try:
-                _, protocol = await loop.create_connection(_Protocol, self.host, self.port)
-            except OSError as exc:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    _, protocol = await loop.create_connection(_Protocol, self.host, self.port)
+            except (OSError, TimeoutError) as exc:
                 where = f"{self.host}:{self.port}"
                 raise RedisConnectionError(f"cannot connect to Redis at {where}: {exc}") from exc
             self._protocol = protocol
@@ -138,7 +163,7 @@ class RespConnection:
         self._protocol = None
 
 
-def hot_connection(server_url: str) -> RespConnection | None:
+def hot_connection(server_url: str, timeout_s: float | None = None) -> RespConnection | None:
     """A :class:`RespConnection` to the server of ``server_url``, or None where it is not supported."""
     if not server_url.startswith("redis://"):
         return None
@@ -151,4 +176,5 @@ def hot_connection(server_url: str) -> RespConnection | None:
         int(options.get("db", 0) or 0),
         options.get("username"),
         options.get("password"),
+        timeout_s=timeout_s,
     )
