@@ -6,14 +6,15 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import pytest
 import redis
 import uvloop
+from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
-from investo.log.resp import RespConnection, encode_command, hot_connection
+from investo.log.resp import RespConnection, _Protocol, encode_command, hot_connection
 from redis_fixtures import HOST, PORT, require_redis
 
 LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
@@ -105,6 +106,28 @@ def test_a_call_past_its_timeout_drops_the_connection_and_fails(loop: str) -> No
             connection.close()
 
     _run(loop, main)
+
+
+def test_error_answers_raise_what_redis_py_raises_and_a_stray_answer_drops_the_connection() -> None:
+    async def main() -> None:
+        protocol = _Protocol()
+        loop = asyncio.get_running_loop()
+        calls = [loop.create_future() for _ in range(4)]
+        protocol.pending.extend(calls)
+        protocol.data_received(b"-LOADING Redis is loading\r\n-NOSCRIPT No matching script\r\n")
+        protocol.data_received(b"-FENCED k is at 3\r\n:7")  # an answer cut in two reads
+        protocol.data_received(b"\r\n")
+        assert isinstance(calls[0].exception(), BusyLoadingError)  # a ConnectionError: callers retry it
+        assert isinstance(calls[1].exception(), NoScriptError)
+        assert str(calls[2].exception()) == "FENCED k is at 3"
+        assert calls[3].result() == 7
+        closed: list[bool] = []
+        transport = type("Transport", (), {"close": lambda self: closed.append(True)})()
+        protocol.transport = cast(asyncio.Transport, transport)
+        protocol.data_received(b"+OK\r\n")  # nobody asked
+        assert closed == [True]
+
+    asyncio.run(main())
 
 
 def test_only_plain_tcp_urls_get_a_hot_connection() -> None:

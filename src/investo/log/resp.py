@@ -12,10 +12,11 @@ Invariants
 ----------
 * Answers are matched to calls in the order the calls were written (Redis answers in
   order), so calls may overlap; each gets its own answer or exception.
-* An error answer raises :class:`redis.exceptions.ResponseError` (a ``NOSCRIPT`` one
-  :class:`redis.exceptions.NoScriptError`), a lost connection
-  :class:`redis.exceptions.ConnectionError` for every call in flight: the same
-  exceptions redis-py raises, so callers keep their handling. The next call connects
+* An error answer raises the exception redis-py raises for it (``ResponseError``,
+  ``NoScriptError`` for ``NOSCRIPT``, ``BusyLoadingError`` — a ``ConnectionError`` — for
+  a server still loading its data, …: redis-py's own table), a lost connection or an
+  unreadable answer :class:`redis.exceptions.ConnectionError` for every call in flight;
+  so callers keep their handling. The next call connects
   again (``AUTH`` and ``SELECT`` as the URL says).
 * No retries. With ``timeout_s`` a call not answered in time closes the connection (the
   answers behind it could no longer be matched) and fails, like every call in flight, with
@@ -34,9 +35,10 @@ from collections import deque
 from typing import Any, cast
 
 import hiredis
+from redis._parsers import BaseParser
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 Arg = bytes | str | int
 CONNECT_TIMEOUT_S = 5.0
@@ -57,22 +59,29 @@ class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.pending: deque[asyncio.Future[Any]] = deque()
-        self.reader = hiredis.Reader(replyError=ResponseError)
+        # Error answers become the exceptions redis-py raises for them (its own hiredis parser
+        # does the same): e.g. LOADING a BusyLoadingError, a ConnectionError that callers retry.
+        self.reader = hiredis.Reader(replyError=BaseParser.parse_error)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
-            future = self.pending.popleft()
-            if future.done():  # its caller was cancelled
-                continue
-            if isinstance(reply, ResponseError):
-                error = NoScriptError(str(reply)) if str(reply).startswith("NOSCRIPT") else reply
-                future.set_exception(error)
-            else:
-                future.set_result(reply)
+        try:
+            self.reader.feed(data)
+            while (reply := self.reader.gets()) is not False:
+                if not self.pending:
+                    raise hiredis.ProtocolError("an answer nobody asked for")
+                future = self.pending.popleft()
+                if future.done():  # its caller was cancelled
+                    continue
+                if isinstance(reply, Exception):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except hiredis.ProtocolError:  # the stream cannot be trusted any more: fail what waits
+            if self.transport is not None:
+                self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
