@@ -141,8 +141,13 @@ async def test_each_subscription_gets_its_users_events(server: Server, api: Api,
     assert {r["i"] for r in conn.reports(1)} == {bid["orderId"]}
     assert [(r["x"], r["X"]) for r in conn.reports(0)] == [("NEW", "NEW"), ("TRADE", "FILLED")]
     assert conn.reports(1)[-1]["x"] == "TRADE" and conn.reports(1)[-1]["m"] is False
-    positions = [m for m in conn.events if m["event"]["e"] == "outboundAccountPosition"]
-    assert {m["subscriptionId"] for m in positions} == {0, 1}
+
+    def positions() -> set[int]:  # which subscriptions got a position (sent after the settling step)
+        return {m["subscriptionId"] for m in conn.events if m["event"]["e"] == "outboundAccountPosition"}
+
+    # distributed: a buyer's position follows its accounts shard's settlement, which may come
+    # after the trade's report from the matching shard, so wait for it rather than race it
+    await conn.until(lambda: positions() == {0, 1})
     assert all(set(m) == {"subscriptionId", "event"} for m in conn.events)
 
     # closing the REST listen key (the subscription's carrier) does not end the subscription
