@@ -536,13 +536,13 @@ async def test_redis_append_refuses_to_reuse_offsets_if_the_counter_is_lost(redi
         assert await log.read(0, 10) == [(1, b"a"), (2, b"b")]
 
 
-@pytest.mark.parametrize("fast_appends", [False, True], ids=["redis-py", "lean connection"])
+@pytest.mark.parametrize("lean", [False, True], ids=["redis-py", "lean connection"])
 async def test_redis_append_unless_marked_stores_a_marked_entry_once(
-    redis_backend: Backend, fast_appends: bool
+    redis_backend: Backend, lean: bool
 ) -> None:
-    async with RedisLog(redis_backend.url, fast_appends=fast_appends) as one, redis_backend.open() as two:
+    async with RedisLog(redis_backend.url, lean=lean) as one, redis_backend.open() as two:
         assert isinstance(one, RedisLog) and isinstance(two, RedisLog)
-        assert (one._hot is not None) == fast_appends
+        assert (one._hot is not None) == lean
         mark, other = f"{one.prefix}:seen:x", f"{one.prefix}:seen:y"
         assert await one.append_unless_marked([(b"a", mark, 60_000), (b"b", None, 0)]) == [1, 2]
         # the same mark again, from another client and within one batch: refused, the rest stored
@@ -562,10 +562,11 @@ async def test_redis_append_unless_marked_stores_a_marked_entry_once(
             client.close()
 
 
+@pytest.mark.parametrize("lean", [False, True], ids=["redis-py", "lean connection"])
 async def test_redis_read_or_wait_returns_waiting_entries_at_once_and_new_ones_when_they_come(
-    redis_backend: Backend,
+    redis_backend: Backend, lean: bool
 ) -> None:
-    async with redis_backend.open() as log, redis_backend.open() as writer:
+    async with RedisLog(redis_backend.url, lean=lean) as log, redis_backend.open() as writer:
         assert isinstance(log, RedisLog)
         await writer.append([b"a", b"b", b"c"])
         began = asyncio.get_running_loop().time()
@@ -580,8 +581,9 @@ async def test_redis_read_or_wait_returns_waiting_entries_at_once_and_new_ones_w
         assert await asyncio.wait_for(waiting, 5) == [(4, b"d"), (5, b"e")]
 
 
-async def test_redis_read_or_wait_reports_a_trimmed_position(redis_backend: Backend) -> None:
-    async with redis_backend.open() as log:
+@pytest.mark.parametrize("lean", [False, True], ids=["redis-py", "lean connection"])
+async def test_redis_read_or_wait_reports_a_trimmed_position(redis_backend: Backend, lean: bool) -> None:
+    async with RedisLog(redis_backend.url, lean=lean) as log:
         assert isinstance(log, RedisLog)
         await log.append([b"a", b"b", b"c", b"d"])
         await log.save_snapshot(2, b"state")

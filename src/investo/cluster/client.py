@@ -27,7 +27,7 @@ fsync) per command when they come one at a time; commands submitted while a shar
 append is in flight go together in its next one (:class:`~investo.cluster.batcher.Batcher`),
 so under load a shard's input takes one append per round trip, not one per command.
 A mark (a signed order's replay mark) adds one ``SET NX`` to that append, no round trip.
-Appends run on a lean connection per shard input (``RedisLog(fast_appends=True)``,
+Appends run on a lean connection per shard input (``RedisLog(lean=True)``,
 :mod:`investo.log.resp`): about half redis-py's client CPU per call.
 ``ts`` never decreases within one client, neither in stamping order nor in the input logs.
 """
@@ -182,7 +182,7 @@ class ClusterClient:
         if found is None:
             assert self.topology is not None
             url = topo.log_url(self.server_url, self.topology.input_prefix(role, shard))
-            shard_log = self._logs[(role, shard)] = RedisLog(url, fast_appends=True)
+            shard_log = self._logs[(role, shard)] = RedisLog(url, lean=True)
             found = self._appenders[(role, shard)] = Batcher(shard_log.append_unless_marked)
         return found
 

@@ -57,14 +57,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Envelope
 from investo.cluster.shards import AccountsShard, MatchingShard, Shard, Step
 from investo.cluster.topology import Role, Topology, log_url, parse_epoch
-from investo.log.base import Entry, LogError
-from investo.log.redis import RedisLog, stream_entries
+from investo.log.base import LogError
+from investo.log.redis import RedisLog
 from investo.log.resp import hot_connection
 
 log = logging.getLogger(__name__)
@@ -161,11 +161,11 @@ class ShardEngine:
         self.shard_no = shard
         self.shard = make_shard(topology, role, shard)
         self.server_url = server_url
-        self.input = RedisLog(log_url(server_url, topology.input_prefix(role, shard)))
+        self.input = RedisLog(log_url(server_url, topology.input_prefix(role, shard)), lean=True)
         # No retries inside redis-py: a publish is retried here, where a retry is known to be one.
         self.client: aioredis.Redis = aioredis.Redis.from_url(server_url, retry=Retry(NoBackoff(), 0))
         self._publish = self.client.register_script(_PUBLISH)
-        # The loop's two calls per batch (read, publish) skip redis-py's layers where it can.
+        # The loop's publish skips redis-py's layers where it can (its read does too: ``lean``).
         self._hot = hot_connection(server_url)
         self._done_key = topology.done_key(role, shard)
         self._epoch_key = topology.epoch_key(role, shard)
@@ -192,7 +192,7 @@ class ShardEngine:
         The epoch is read first: a rebuild between the two reads shows as a changed epoch
         at the next look, never as an old epoch on a new snapshot.
         """
-        self.epoch = await self.current_epoch()
+        self.epoch = (await self.published_marks())[1]
         snapshot = await self.input.latest_snapshot()
         if snapshot is not None:
             self.applied, data = snapshot
@@ -233,7 +233,7 @@ class ShardEngine:
         idle_since = time.monotonic()
         while not stop.is_set():
             try:
-                entries = await self._read_or_wait()
+                entries = await self.input.read_or_wait(self.applied, self.batch, self.block_ms)
                 if not entries:
                     if time.monotonic() - idle_since > LOST_CHECK_S:  # does Redis still hold our writes?
                         idle_since = time.monotonic()
@@ -307,9 +307,10 @@ class ShardEngine:
         forwards: dict[RedisLog, list[bytes]] = {}
         by_channel: dict[str, list[tuple[int, msgspec.Raw]]] = {}
         for offset, step in steps:
-            if (step.output and step.published) or step.reply_to:
+            published = bool(step.output) and step.published
+            if published or step.reply_to:
                 events = msgspec.Raw(ENCODER.encode(step.output))
-                if step.output and step.published:
+                if published:
                     outputs.append(ENCODER.encode((offset, events)))  # an Output, array-like
                 if step.reply_to:
                     by_channel.setdefault(step.reply_to, []).append((step.corr, events))  # a Reply
@@ -326,25 +327,6 @@ class ShardEngine:
             args += [channel, ENCODER.encode(replies)]
         return keys, args, sum(map(len, by_channel.values()))
 
-    async def _read_or_wait(self) -> list[Entry]:
-        """The next batch of input after ``applied`` (``RedisLog.read_or_wait`` on the hot connection)."""
-        if self._hot is None:
-            return await self.input.read_or_wait(self.applied, self.batch, self.block_ms)
-        after = self.applied
-        key = self.input.stream_key
-        try:
-            found = await self._hot.call(
-                "XREAD", "COUNT", self.batch, "BLOCK", self.block_ms, "STREAMS", key, f"{after}-0"
-            )
-        except RedisError as exc:
-            raise LogError(f"reading {self.input!r} failed: {exc}") from exc
-        if not found:
-            return []
-        entries = stream_entries(found[0][1])  # RESP2: [[stream, entries]]
-        if entries[0][0] != after + 1:  # a gap: entries were trimmed; the log's read says so
-            return await self.input.read(after, self.batch)
-        return entries
-
     async def _call_publish(self, keys: list[str], args: list[int | bytes | str]) -> None:
         if self._hot is None:
             await self._publish(keys=keys, args=args)
@@ -356,14 +338,6 @@ class ShardEngine:
         while True:
             try:
                 return int(await self.client.get(self._done_key) or 0)
-            except (RedisConnectionError, RedisTimeoutError):
-                await asyncio.sleep(RETRY_S)
-
-    async def current_epoch(self) -> int:
-        """The shard's input epoch as Redis holds it, waiting out a lost connection."""
-        while True:
-            try:
-                return parse_epoch(await self.client.get(self._epoch_key))
             except (RedisConnectionError, RedisTimeoutError):
                 await asyncio.sleep(RETRY_S)
 

@@ -143,9 +143,7 @@ class ShardReplica:
     async def catch_up(self) -> int:
         """Step everything the engine has published so far; return how many entries."""
         engine = self._engine
-        done, epoch = await engine.published_marks()
-        if epoch != engine.epoch:
-            raise ShardRewound(f"{engine!r}: the epoch is {epoch}, not {engine.epoch}: the shard was rebuilt")
+        done = await self._published()
         if done < engine.applied:
             raise ShardRewound(f"{engine!r}: done is {done}")
         stepped = 0
@@ -190,12 +188,18 @@ class ShardReplica:
             except LogError:
                 await asyncio.sleep(0.2)
 
-    async def _skip_ahead(self) -> None:
-        """Lazy and ``skip_after`` entries behind: restore the latest snapshot if it is ahead."""
+    async def _published(self) -> int:
+        """The shard's ``done``; :class:`ShardRewound` if its epoch is not the replica's (rebuilt)."""
         engine = self._engine
         done, epoch = await engine.published_marks()
         if epoch != engine.epoch:
             raise ShardRewound(f"{engine!r}: the epoch is {epoch}, not {engine.epoch}: the shard was rebuilt")
+        return done
+
+    async def _skip_ahead(self) -> None:
+        """Lazy and ``skip_after`` entries behind: restore the latest snapshot if it is ahead."""
+        engine = self._engine
+        done = await self._published()
         if done - engine.applied < self.skip_after:
             return
         snapshot = await engine.input.latest_snapshot()

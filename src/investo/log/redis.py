@@ -192,11 +192,10 @@ MarkedEntry = tuple[bytes, str | None, int]  # (payload, mark key or None, the m
 class RedisLog(Log):
     """A Log in one Redis stream plus three small keys; see the module docstring."""
 
-    def __init__(
-        self, url: str, *, keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS, fast_appends: bool = False
-    ) -> None:
-        """``fast_appends``: :meth:`append_unless_marked` (a gateway's hot call) runs on a lean
-        connection of its own (:mod:`investo.log.resp`), for a process that appends per request."""
+    def __init__(self, url: str, *, keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS, lean: bool = False) -> None:
+        """``lean``: the hot calls, :meth:`read_or_wait` (an engine's) and
+        :meth:`append_unless_marked` (a gateway's), run on a lean connection of their own
+        (:mod:`investo.log.resp`), for a process that makes them per batch or per request."""
         super().__init__(keep_snapshots=keep_snapshots)
         server_url, self.prefix = parse_redis_url(url)
         self._server = redacted(server_url)
@@ -222,8 +221,8 @@ class RedisLog(Log):
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        # A writer's hot call (append_unless_marked) skips redis-py's layers where it can.
-        self._hot = hot_connection(server_url, timeout_s=_SOCKET_TIMEOUT_S) if fast_appends else None
+        # The hot calls (read_or_wait, append_unless_marked) skip redis-py's layers where they can.
+        self._hot = hot_connection(server_url, timeout_s=_SOCKET_TIMEOUT_S) if lean else None
 
     def __repr__(self) -> str:
         return f"<RedisLog {self._server} prefix={self.prefix!r}>"
@@ -259,7 +258,12 @@ class RedisLog(Log):
         if after < 0 or limit < 1 or timeout_ms < 1:
             raise ValueError(f"need after >= 0, limit, timeout_ms >= 1; got {after}, {limit}, {timeout_ms}")
         key = self._log_key
-        found: Any = await self._run(self._client.xread({key: f"{after}-0"}, count=limit, block=timeout_ms))
+        call: Awaitable[Any]
+        if self._hot is not None:
+            call = self._hot.call("XREAD", "COUNT", limit, "BLOCK", timeout_ms, "STREAMS", key, f"{after}-0")
+        else:
+            call = self._client.xread({key: f"{after}-0"}, count=limit, block=timeout_ms)
+        found: Any = await self._run(call)
         if not found:
             return []
         # raw: RESP3 {stream: [[id, [b"p", payload]], ...]}, RESP2 [[stream, [...]]]
