@@ -249,7 +249,7 @@ def engine(
             await shard_engine.write_status()  # also says "up" to operators and tests
             typer.echo(f"{role} shard {shard}: replayed {replayed}, at input offset {shard_engine.applied}")
             await shard_engine.run(stop)
-            await shard_engine.save_snapshot()
+            await shard_engine.try_snapshot()  # its input's pooled connection may predate a Redis restart
             await shard_engine.write_status()
         finally:
             await shard_engine.close()

@@ -264,10 +264,7 @@ class ShardEngine:
         self.stats.batches += 1
         self._since_snapshot += len(entries)
         if self._since_snapshot >= self.snapshot_every:
-            try:
-                await self.save_snapshot()
-            except LogError as exc:  # no harm: the next batch tries again
-                log.warning("%r: snapshot failed (%s)", self, exc)
+            await self.try_snapshot()
 
     async def _publish_batch(
         self, expected: int, new: int, keys: list[str], args: list[int | bytes | str]
@@ -376,6 +373,14 @@ class ShardEngine:
         self._since_snapshot = 0
         self.stats.snapshots += 1
 
+    async def try_snapshot(self) -> None:
+        """:meth:`save_snapshot`, where a failure does no harm: recovery replays from the previous
+        snapshot, and the next batch (or the next start) tries again."""
+        try:
+            await self.save_snapshot()
+        except LogError as exc:
+            log.warning("%r: snapshot failed (%s)", self, exc)
+
     async def write_status(self) -> None:
         """Record ``applied`` and the state hash under ``<shard>:status`` (for operators and tests)."""
         status: dict[bytes | bytearray | memoryview[int] | str | int | float, bytes | str | int] = {
@@ -383,9 +388,11 @@ class ShardEngine:
             "state_hash": self.shard.state_hash(),
             "at_ms": time.time_ns() // 10**6,
         }
-        await self.client.hset(
-            f"{self.topology.input_prefix(self.role, self.shard_no)}:status", mapping=status
-        )
+        key = f"{self.topology.input_prefix(self.role, self.shard_no)}:status"
+        try:
+            await self.client.hset(key, mapping=status)
+        except (RedisConnectionError, RedisTimeoutError):  # a connection Redis dropped (a restart)
+            await self.client.hset(key, mapping=status)  # redis-py reconnects: once more (idempotent)
 
     async def close(self) -> None:
         for target in self._targets.values():
