@@ -566,10 +566,11 @@ async def test_the_reply_listener_reconnects_when_its_connection_is_killed(
     await client.start()
     admin = aioredis.Redis.from_url(server_url)
     try:
-        assert client._pubsub is not None and client._pubsub.connection is not None
-        writer = client._pubsub.connection._writer
-        assert writer is not None
-        host, port = writer.get_extra_info("sockname")[:2]
+        subscriber = client._subscriber  # the lean subscription (a plain redis:// URL)
+        assert subscriber is not None and subscriber._protocol is not None
+        transport = subscriber._protocol.transport
+        assert transport is not None
+        host, port = transport.get_extra_info("sockname")[:2]
         assert await admin.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}", "SKIPME", "yes") == 1
         for _ in range(100):  # until the listener has subscribed again
             if await admin.publish(channel, b"after") > 0:

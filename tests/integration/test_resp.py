@@ -1,4 +1,4 @@
-"""The engines' lean Redis connection (investo.log.resp) against the real test Redis, on both event loops."""
+"""The lean Redis connection and subscriber (investo.log.resp) on the real test Redis, on both loops."""
 
 from __future__ import annotations
 
@@ -11,10 +11,17 @@ from typing import cast
 import pytest
 import redis
 import uvloop
-from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
+from redis.exceptions import AuthenticationError, BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from investo.log.resp import RespConnection, _Protocol, encode_command, hot_connection
+from investo.log.resp import (
+    RespConnection,
+    RespSubscriber,
+    _Protocol,
+    encode_command,
+    hot_connection,
+    hot_subscriber,
+)
 from redis_fixtures import HOST, PORT, require_redis
 
 LOOPS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
@@ -136,3 +143,80 @@ def test_only_plain_tcp_urls_get_a_hot_connection() -> None:
     assert (connection.host, connection.port, connection.db) == ("10.0.0.5", 6380, 2)
     assert hot_connection("rediss://10.0.0.5:6380/0") is None
     assert hot_connection("unix:///tmp/redis.sock") is None
+    assert hot_subscriber("rediss://10.0.0.5:6380/0", ["c"], lambda channel, data: None) is None
+    subscriber = hot_subscriber("redis://u:secret@10.0.0.5:6380/2", ["c"], lambda channel, data: None)
+    assert subscriber is not None and (subscriber.host, subscriber.port) == ("10.0.0.5", 6380)
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_subscriber_hears_each_channel_in_order_and_survives_a_failing_handler(loop: str) -> None:
+    async def main() -> None:
+        first, second = (f"test-resp:{uuid.uuid4().hex}" for _ in range(2))
+        heard: list[tuple[bytes, bytes]] = []
+
+        def on_message(channel: bytes, data: bytes) -> None:
+            if data == b"boom":
+                raise ValueError("a handler that fails")
+            heard.append((channel, data))
+
+        subscriber = RespSubscriber(HOST, PORT, [first, second], on_message)
+        await subscriber.start()  # confirmed: what is published now is delivered
+        admin = redis.asyncio.Redis(host=HOST, port=PORT)
+        try:
+            for channel, data in [(first, b"1"), (second, b"2"), (first, b"boom"), (first, b"\x00\r\n3")]:
+                assert await admin.publish(channel, data) == 1
+            await _until(lambda: len(heard) == 3)
+            assert heard == [(first.encode(), b"1"), (second.encode(), b"2"), (first.encode(), b"\x00\r\n3")]
+        finally:
+            await subscriber.close()
+            await admin.aclose()
+
+    _run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_subscriber_subscribes_again_after_its_connection_is_killed(loop: str) -> None:
+    async def main() -> None:
+        channel = f"test-resp:{uuid.uuid4().hex}"
+        heard: list[bytes] = []
+        subscriber = RespSubscriber(HOST, PORT, [channel], lambda _, data: heard.append(data))
+        await subscriber.start()
+        admin = redis.asyncio.Redis(host=HOST, port=PORT)
+        try:
+            assert subscriber._protocol is not None and subscriber._protocol.transport is not None
+            host, port = subscriber._protocol.transport.get_extra_info("sockname")[:2]
+            killed = await admin.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}", "SKIPME", "yes")
+            assert killed == 1
+            receivers = 0
+            for _ in range(250):  # until it has subscribed again (Redis dropped it before KILL returned)
+                receivers = await admin.publish(channel, b"after")
+                if receivers:
+                    break
+                await asyncio.sleep(0.02)
+            assert receivers == 1
+            await _until(lambda: heard == [b"after"])
+        finally:
+            await subscriber.close()
+            await admin.aclose()
+
+    _run(loop, main)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_subscriber_refused_by_the_server_fails_to_start(loop: str) -> None:
+    async def main() -> None:
+        # the test server has no password: AUTH is an error answer, and start says so
+        subscriber = RespSubscriber(HOST, PORT, ["c"], lambda channel, data: None, password="wrong")
+        with pytest.raises(AuthenticationError, match="AUTH"):
+            await subscriber.start()
+        await subscriber.close()
+
+    _run(loop, main)

@@ -22,7 +22,9 @@ Guarantees
 * Other announcements of the cluster ride on the same subscription: handlers added
   with :meth:`ClusterClient.on_message` before :meth:`ClusterClient.start`.
 
-Costs: one pub/sub message per answer, and one append (one round trip, plus the server's
+Costs: one pub/sub message per answer (read on a lean subscribed connection,
+:class:`~investo.log.resp.RespSubscriber`: each message is dispatched from the socket's
+read callback, no task or ``get_message`` call per answer), and one append (one round trip, plus the server's
 fsync) per command when they come one at a time; commands submitted while a shard's
 append is in flight go together in its next one (:class:`~investo.cluster.batcher.Batcher`),
 so under load a shard's input takes one append per round trip, not one per command.
@@ -54,6 +56,7 @@ from investo.core.messages import CancelAll, CancelOrder, Command, Deposit, Even
 from investo.host import Applied, HostStopped, StatusUnknown
 from investo.log.base import LogError
 from investo.log.redis import MarkedEntry, RedisLog
+from investo.log.resp import RespSubscriber, hot_subscriber
 from investo.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -80,8 +83,12 @@ class ClusterClient:
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._last_ts = 0
         self._client: aioredis.Redis = aioredis.Redis.from_url(self.server_url)
-        self._pubsub: PubSub | None = None
+        self._subscriber: RespSubscriber | None = None
+        self._pubsub: PubSub | None = None  # where the lean subscriber is not supported
         self._listener: asyncio.Task[None] | None = None
+        self._reloading: asyncio.Task[None] | None = None
+        self._reload_wanted = False
+        self._changes_channel = topo.changes_channel(self.namespace).encode()
         self._logs: dict[tuple[Role, int], RedisLog] = {}
         self._appenders: dict[tuple[Role, int], Batcher[MarkedEntry, int]] = {}
         self._waiting: dict[int, asyncio.Future[list[Event]]] = {}
@@ -104,17 +111,24 @@ class ClusterClient:
         else:
             self.topology = await topo.load(self._client, self.namespace)
         self.reply_channel = self.topology.reply_channel(self.gateway_id)
-        self._pubsub = self._client.pubsub()
         channels = [
             self.reply_channel,
             topo.changes_channel(self.namespace),
             *map(bytes.decode, self._handlers),
         ]
+        self._subscriber = hot_subscriber(self.server_url, channels, self._dispatch)
+        if self._subscriber is not None:
+            await self._subscriber.start()
+            return
+        self._pubsub = self._client.pubsub()  # TLS or a Unix socket: redis-py's subscription
         await self._pubsub.subscribe(*channels)
         self._listener = asyncio.create_task(self._listen(self._pubsub), name=f"replies-{self.gateway_id}")
 
     async def close(self) -> None:
         await cancel_and_wait(self._listener)
+        if self._subscriber is not None:
+            await self._subscriber.close()
+        await cancel_and_wait(self._reloading)
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(HostStopped("the gateway is stopping"))
@@ -188,30 +202,42 @@ class ClusterClient:
 
     # ------------------------------------------------------------------ answers
 
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        """One message on the subscription: answers to their requests, announcements to their handlers."""
+        if channel == self._changes_channel:
+            self._reload_wanted = True  # one reload at a time, the last one after the last announcement
+            if self._reloading is None or self._reloading.done():
+                self._reloading = asyncio.create_task(self._reload_topology(), name="shard-map-reload")
+            return
+        handler = self._handlers.get(channel)
+        if handler is not None:
+            handler(data)
+            return
+        for reply in REPLIES_DECODER.decode(data):
+            future = self._waiting.get(reply.corr)
+            if future is not None and not future.done():
+                future.set_result(reply.events)
+
+    async def _reload_topology(self) -> None:
+        while self._reload_wanted:
+            self._reload_wanted = False
+            try:
+                self.topology = await topo.load(self._client, self.namespace)
+            except Exception:  # Redis unreachable: the next announcement reloads
+                log.exception("reloading the shard map of gateway %s", self.gateway_id)
+                continue
+            log.info("shard map reloaded: version %d", self.topology.version)
+            for callback in self.on_topology:
+                callback(self.topology)
+
     async def _listen(self, pubsub: PubSub) -> None:
-        changes = topo.changes_channel(self.namespace).encode()
+        """redis-py's subscription, where the lean one cannot connect (TLS, a Unix socket)."""
         while True:
             try:
-                # blocks until a message: no timeout scope per read (a polling timeout costs
-                # one per answer batch, and waking up idle finds nothing to do)
+                # blocks until a message: no timeout scope per read
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                if message is None:
-                    continue
-                channel = message["channel"]
-                if channel == changes:
-                    self.topology = await topo.load(self._client, self.namespace)
-                    log.info("shard map reloaded: version %d", self.topology.version)
-                    for callback in self.on_topology:
-                        callback(self.topology)
-                    continue
-                handler = self._handlers.get(channel)
-                if handler is not None:
-                    handler(message["data"])
-                    continue
-                for reply in REPLIES_DECODER.decode(message["data"]):
-                    future = self._waiting.get(reply.corr)
-                    if future is not None and not future.done():
-                        future.set_result(reply.events)
+                if message is not None:
+                    self._dispatch(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bad message or a lost connection must not stop the listener
