@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 from test_cluster import _funding, _random_commands
 
+from investo.cluster import dbwriter
 from investo.cluster import topology as topo
 from investo.cluster.client import ClusterClient
 from investo.cluster.dbwriter import DbWriter
@@ -105,10 +106,20 @@ async def _sql_counts(database_url: str, topology: topo.Topology) -> dict[str, o
     return {"trades": trades, "orders": orders, "held": held}
 
 
-@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+@pytest.mark.parametrize(
+    ("backend", "connection"), [("postgres", "lean"), ("sqlite", "lean"), ("postgres", "redis-py")]
+)
 async def test_the_writer_stores_every_output_once(
-    cluster: tuple[str, topo.Topology], backend: str, request: pytest.FixtureRequest, tmp_path: object
+    cluster: tuple[str, topo.Topology],
+    backend: str,
+    connection: str,
+    request: pytest.FixtureRequest,
+    tmp_path: object,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """On the lean connection, and on redis-py's (what a TLS or Unix-socket URL gets)."""
+    if connection == "redis-py":
+        monkeypatch.setattr(dbwriter, "hot_connection", lambda url: None)
     url, topology = cluster
     database_url = (
         request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path}/h.db"

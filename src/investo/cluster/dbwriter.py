@@ -37,10 +37,14 @@ Guarantees
   hear of it at once (at most once: they also poll ``writer_progress``).
 
 Costs: one ``XREADGROUP`` + one ``XACK`` per read of up to ``batch`` entries per
-stream, and one transaction per ``batch`` entries or per ``linger`` (default 50 ms),
-whichever comes first: larger transactions cost Postgres much less per entry, and the
-lag grows by at most ``linger``. Entries are read as hiredis parses them (no dict per
-entry), and accounts entries without a deposit or withdrawal are not decoded. Several
+stream, at most one read per ``READ_PAUSE_S`` (10 ms) unless a read came back full (a
+trickle of entries would otherwise cost a read per entry, while the rows wait for the
+transaction anyway), and one transaction per ``batch`` entries or per ``linger`` (default
+50 ms), whichever comes first: larger transactions cost Postgres much less per entry, and
+the lag grows by at most ``linger`` plus the pause. Both calls go over a lean connection
+per stream (:mod:`investo.log.resp`; redis-py where the URL needs TLS or a Unix socket),
+entries are read as hiredis parses them (no dict per entry), and accounts entries
+without a deposit or withdrawal are not decoded. Several
 writers share the streams between them (one lease per stream; within a process each
 stream is written by its own task and its own connection, concurrently).
 """
@@ -73,6 +77,7 @@ from investo.core.messages import (
     WithdrawRejected,
 )
 from investo.log.redis import RedisLog
+from investo.log.resp import RespConnection, hot_connection
 from investo.store.migrate import open_migrated
 from investo.store.writer import HistoryWriter, WriterStats
 from investo.tasks import cancel_and_wait
@@ -80,6 +85,8 @@ from investo.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 GROUP = "dbwriter"
+READ_BLOCK_MS = 200  # an idle read waits this long for entries, then the loop checks for stop
+READ_PAUSE_S = 0.01  # after a read that was not full: gather entries for the next one
 
 # KEYS: lease. ARGV: holder, lease ms. Renews the lease only for its holder.
 _RENEW = """#!lua
@@ -145,8 +152,10 @@ class StreamWriter:
         batch: int = 5_000,
         retain: int = 100_000,
         announce_channel: str = "",
+        hot: RespConnection | None = None,
     ) -> None:
         self.client = client
+        self.hot = hot  # reads and acknowledgements, where the lean connection is supported
         self.out = out
         self.role = role
         self.stream_number = stream_number
@@ -181,16 +190,28 @@ class StreamWriter:
         try:
             await self._claim_pending()
             while not stop.is_set():
-                found: Any = await self.client.xreadgroup(
-                    GROUP, self.consumer, {self.key: ">"}, self.batch, block=200
-                )
+                found = await self._read_new()
                 if found:
-                    await self._write(_read_rows(found))
+                    rows = _read_rows(found)
+                    await self._write(rows)
+                    if len(rows) < self.batch:
+                        await asyncio.sleep(READ_PAUSE_S)
                 await self._acknowledge_committed()
         finally:
             await self.history.stop()
             await cancel_and_wait(announcer)
         await self._acknowledge_committed()  # what the final flush committed
+
+    async def _read_new(self) -> Any:
+        """Up to ``batch`` entries never delivered to the group, as hiredis parses them (None: none came)."""
+        if self.hot is None:
+            return await self.client.xreadgroup(
+                GROUP, self.consumer, {self.key: ">"}, self.batch, block=READ_BLOCK_MS
+            )
+        return await self.hot.call(
+            "XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.batch,
+            "BLOCK", READ_BLOCK_MS, "STREAMS", self.key, ">",
+        )  # fmt: skip
 
     async def _announce(self) -> None:
         """Publish the watermark after commits (coalesced: the latest one when Redis is free)."""
@@ -252,7 +273,10 @@ class StreamWriter:
             ids += self._unacknowledged.popleft()[1]
         if not ids:
             return
-        await self.client.xack(self.key, GROUP, *ids)
+        if self.hot is None:
+            await self.client.xack(self.key, GROUP, *ids)
+        else:
+            await self.hot.call("XACK", self.key, GROUP, *ids)
         self._acks += 1
         watermark = self.written
         if self._acks % 16 == 0 and watermark - self.retain > await self.out.first_offset() + self.batch:
@@ -343,7 +367,7 @@ class DbWriter:
         number = self.topology.stream_number(role, shard)
         writer = StreamWriter(
             self.client, out, role, number, history, self.writer_id, batch=self.batch,
-            announce_channel=topo.written_channel(self.namespace),
+            announce_channel=topo.written_channel(self.namespace), hot=hot_connection(self.server_url),
         )  # fmt: skip
         stop = asyncio.Event()
         task = asyncio.create_task(writer.run(stop), name=f"dbwriter-{prefix}")
@@ -358,5 +382,7 @@ class DbWriter:
         self.written[prefix] = writer.history.stats
         with contextlib.suppress(Exception):
             await writer.out.close()
+        if writer.hot is not None:
+            writer.hot.close()
         with contextlib.suppress(RedisError):  # else the lease just expires
             await self._release(keys=[f"{prefix}:dbwriter-lease"], args=[self.writer_id])
