@@ -13,7 +13,6 @@ command is in the log.
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -30,7 +29,7 @@ from investo.api.limits import RateLimits
 from investo.host import ReplayProgress
 from investo.markets import MarketSpec, load_markets
 from investo.node import Node, NodeConfig
-from investo.tasks import cancel_and_wait
+from investo.tasks import cancel_and_wait, settle_heap
 from investo.ws.protocol import UVICORN_OPTIONS
 
 
@@ -118,7 +117,7 @@ def build_app(options: UpOptions) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with replay_progress() as progress:
             replayed = await node.start(progress)
-        freeze_heap()
+        settle_heap()  # full collections would otherwise stall requests for tens of ms
         base = f"http://{options.host}:{options.port}"
         print(
             f"Investo is up: trading screen {base}/  API {base}/api/v3  "
@@ -137,14 +136,6 @@ def build_app(options: UpOptions) -> FastAPI:
     app = create_app(node, limits)
     app.router.lifespan_context = lifespan
     return app
-
-
-def freeze_heap() -> None:
-    """After start-up: everything alive now lives as long as the process. Keep it out of the
-    garbage collector's full passes, which otherwise stall requests for tens of milliseconds."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)  # fewer, cheaper young collections under load
 
 
 def serve(
@@ -222,7 +213,7 @@ def build_gateway_app(options: GatewayOptions) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
-        freeze_heap()
+        settle_heap()  # full collections would otherwise stall requests for tens of ms
         topology = node.topology
         assert topology is not None
         base = f"http://{options.host}:{options.port}"
