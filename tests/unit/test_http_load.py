@@ -129,3 +129,36 @@ async def test_a_request_given_up_on_never_hands_its_late_answer_to_the_next() -
             assert await client.post_form("/x", "next=2") == (200, b"next=2")
         finally:
             client.close()
+
+
+async def test_callbacks_get_each_answer_once_and_abandon_gives_up_on_the_unanswered() -> None:
+    """The generator's path: answers reach callbacks; requests never answered are given up on
+    (``abandon``), and their connections dialled again for the next requests."""
+
+    def reply(request: bytes) -> list[bytes]:
+        body = request.partition(b"\r\n\r\n")[2]
+        if body == b"hang":
+            return [b""]  # read, never answered (the connection stays open)
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]
+
+    server, port = await _serve(reply)
+    async with server:
+        client = HttpLoadClient("127.0.0.1", port, connections=2)
+        await client.open()
+        heard: list[tuple[int, bytes, object]] = []
+        try:
+            for body in (b"a", b"hang", b"b", b"c"):
+                request = b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                client.request(request, lambda status, data, error: heard.append((status, data, error)))
+            for _ in range(200):
+                if len(heard) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert sorted(heard) == [(200, b"a", None), (200, b"b", None), (200, b"c", None)]
+            assert client.abandon() == 1  # the hanging one
+            await asyncio.sleep(0.05)
+            assert len(heard) == 3  # an abandoned request is never called back
+            assert await client.post_form("/x", "after") == (200, b"after")
+            assert await client.post_form("/x", "again") == (200, b"again")
+        finally:
+            client.close()
