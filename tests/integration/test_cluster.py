@@ -505,26 +505,6 @@ async def test_a_second_engine_for_the_same_shard_is_fenced(cluster: tuple[str, 
         await second.close()
 
 
-async def test_a_publish_reads_ahead_the_input_entries_waiting(cluster: tuple[str, topo.Topology]) -> None:
-    """The publish script returns the batch after the one it published (one round trip per batch
-    under load), only as far as the engine's batch size, and nothing once the input is drained."""
-    url, topology = cluster
-    server_url = topo.split_url(url)[0]
-    engine = ShardEngine(server_url, topology, "accounts", 0, batch=3)
-    try:
-        await engine.recover()
-        await engine.input.append([_envelope(Deposit(1, 2, "INR", 100 + n)) for n in range(7)])
-        following = await engine.process(await engine.input.read(0, 3))
-        assert [offset for offset, _ in following] == [4, 5, 6]
-        assert following == await engine.input.read(3, 3)  # the same entries a read gives
-        following = await engine.process(following)
-        assert [offset for offset, _ in following] == [7]
-        assert await engine.process(following) == []
-        assert engine.applied == 7 and await engine.output.last_offset() == 7
-    finally:
-        await engine.close()
-
-
 async def test_answers_go_out_once_with_the_publish_and_never_from_a_fenced_engine(
     cluster: tuple[str, topo.Topology],
 ) -> None:

@@ -34,11 +34,9 @@ Invariants
 * Snapshots are taken only of published state (offset ≤ ``done``), and the input
   is trimmed only behind a snapshot that remains.
 
-Costs: per batch, one script call (on the server: one ``XADD`` per output and
-forward, one ``PUBLISH`` per gateway answered, and an ``XRANGE`` that returns the input
-entries already waiting after the batch, which are the next batch), and only when none
-were waiting one ``XREAD BLOCK``: under load an engine wakes once per batch, not twice.
-Both calls run on a lean connection of their own
+Costs: per batch, two round trips: one ``XREAD BLOCK`` (returns at once when
+entries wait) and one script call (on the server: one ``XADD`` per output and
+forward, one ``PUBLISH`` per gateway answered), both on a lean connection of their own
 (:mod:`investo.log.resp`: about half redis-py's client CPU per call, which was most of
 an engine's cost per wake-up at a few thousand orders per second); one msgpack decode per input entry,
 one encode of each entry's events (its output entry and its answer embed the same
@@ -53,7 +51,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -66,8 +63,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from investo.cluster.records import ENCODER, ENVELOPE_DECODER, Envelope
 from investo.cluster.shards import AccountsShard, MatchingShard, Shard, Step
 from investo.cluster.topology import Role, Topology, log_url, parse_epoch
-from investo.log.base import Entry, LogError
-from investo.log.redis import RedisLog, stream_entries
+from investo.log.base import LogError
+from investo.log.redis import RedisLog
 from investo.log.resp import hot_connection
 
 log = logging.getLogger(__name__)
@@ -76,14 +73,12 @@ ReplayProgress = Callable[[int, int], None]
 RETRY_S = 0.2  # between attempts while Redis is unreachable
 LOST_CHECK_S = 1.0  # an idle engine checks this often that Redis still holds what it published
 
-# KEYS: done, epoch, the engine's input stream, then (stream, next) per target log. ARGV:
-# expected done, new done, the epoch the engine loaded under, how many input entries to
-# read ahead, then per target: a count and that many payloads, then the number of answers
-# and that many (channel, message) pairs. Checks everything first (the epoch, then done),
-# so a refused call writes and sends nothing; appends with the RedisLog layout (stream id
-# "<offset>-0", field p), publishes the answers (Redis sends them after the script's
-# writes are in the AOF), and returns the input entries after the new done that are
-# already there (at most the read-ahead count; XRANGE's raw form), the engine's next batch.
+# KEYS: done, epoch, then (stream, next) per target log. ARGV: expected done, new done,
+# the epoch the engine loaded under, then per target: a count and that many payloads, then
+# the number of answers and that many (channel, message) pairs. Checks everything first
+# (the epoch, then done), so a refused call writes and sends nothing; appends with the
+# RedisLog layout (stream id "<offset>-0", field p), then publishes the answers (Redis
+# sends them after the script's writes are in the AOF).
 _PUBLISH = """#!lua
 local epoch = redis.call('GET', KEYS[2]) or '0'
 if epoch ~= ARGV[3] then
@@ -93,31 +88,31 @@ local done = tonumber(redis.call('GET', KEYS[1]) or '0')
 if done ~= tonumber(ARGV[1]) then
     return redis.error_reply('FENCED ' .. KEYS[1] .. ' is at ' .. done .. ', not ' .. ARGV[1])
 end
-local targets = (#KEYS - 3) / 2
+local targets = (#KEYS - 2) / 2
 for j = 1, targets do
-    local last = tonumber(redis.call('GET', KEYS[2 * j + 3]) or '0')
-    local top = redis.call('XREVRANGE', KEYS[2 * j + 2], '+', '-', 'COUNT', 1)
+    local last = tonumber(redis.call('GET', KEYS[2 * j + 2]) or '0')
+    local top = redis.call('XREVRANGE', KEYS[2 * j + 1], '+', '-', 'COUNT', 1)
     if #top > 0 and tonumber(string.match(top[1][1], '^%d+')) > last then
-        return redis.error_reply('the stream ' .. KEYS[2 * j + 2] .. ' holds offsets past its counter')
+        return redis.error_reply('the stream ' .. KEYS[2 * j + 1] .. ' holds offsets past its counter')
     end
 end
-local a = 5
+local a = 4
 for j = 1, targets do
     local count = tonumber(ARGV[a])
     a = a + 1
-    local last = tonumber(redis.call('GET', KEYS[2 * j + 3]) or '0')
+    local last = tonumber(redis.call('GET', KEYS[2 * j + 2]) or '0')
     for i = 1, count do
-        redis.call('XADD', KEYS[2 * j + 2], string.format('%d-0', last + i), 'p', ARGV[a])
+        redis.call('XADD', KEYS[2 * j + 1], string.format('%d-0', last + i), 'p', ARGV[a])
         a = a + 1
     end
-    redis.call('SET', KEYS[2 * j + 3], string.format('%d', last + count))
+    redis.call('SET', KEYS[2 * j + 2], string.format('%d', last + count))
 end
 redis.call('SET', KEYS[1], ARGV[2])
 local answers = tonumber(ARGV[a])
 for i = 1, answers do
     redis.call('PUBLISH', ARGV[a + 2 * i - 1], ARGV[a + 2 * i])
 end
-return redis.call('XRANGE', KEYS[3], string.format('%d-0', tonumber(ARGV[2]) + 1), '+', 'COUNT', ARGV[4])
+return 1
 """
 
 
@@ -236,21 +231,19 @@ class ShardEngine:
         retried, and a batch whose publish failed is published again or found published.
         """
         idle_since = time.monotonic()
-        entries: list[Entry] = []  # the next batch, when the last publish read it ahead
         while not stop.is_set():
-            if not entries:
-                try:
-                    entries = await self.input.read_or_wait(self.applied, self.batch, self.block_ms)
-                except LogError as exc:
-                    log.warning("%r cannot read its input (%s); retrying", self, exc)
-                    await asyncio.sleep(RETRY_S)
-                    continue
+            try:
+                entries = await self.input.read_or_wait(self.applied, self.batch, self.block_ms)
                 if not entries:
                     if time.monotonic() - idle_since > LOST_CHECK_S:  # does Redis still hold our writes?
                         idle_since = time.monotonic()
                         await self._check_not_lost()
                     continue
-            entries = await self.process(entries)
+            except LogError as exc:
+                log.warning("%r cannot read its input (%s); retrying", self, exc)
+                await asyncio.sleep(RETRY_S)
+                continue
+            await self.process(entries)
 
     async def _check_not_lost(self) -> None:
         done, epoch = await self.published_marks()
@@ -260,12 +253,11 @@ class ShardEngine:
                 "Redis lost what this engine published"
             )
 
-    async def process(self, entries: list[Entry]) -> list[Entry]:
-        """Step, publish and answer one batch read from the input; return the input entries
-        that follow it, as far as the publish found them waiting (the next batch, or [])."""
+    async def process(self, entries: list[tuple[int, bytes]]) -> None:
+        """Step, publish and answer one batch read from the input."""
         steps = [(offset, step_entry(self.shard, offset, payload)) for offset, payload in entries]
         keys, args, answers = self.script_call(self.applied, entries[-1][0], steps)
-        following = await self._publish_batch(self.applied, entries[-1][0], keys, args)
+        await self._publish_batch(self.applied, entries[-1][0], keys, args)
         self.applied = entries[-1][0]
         self.stats.replies += answers
         self.stats.entries += len(entries)
@@ -273,22 +265,16 @@ class ShardEngine:
         self._since_snapshot += len(entries)
         if self._since_snapshot >= self.snapshot_every:
             await self.try_snapshot()
-        return following
 
     async def _publish_batch(
         self, expected: int, new: int, keys: list[str], args: list[int | bytes | str]
-    ) -> list[Entry]:
-        """Publish a batch's outputs, forwards and answers with one script call (retried; see the module).
-
-        Returns the input entries after ``new`` that the script found (the next batch), or
-        [] where it cannot vouch for them: a gap (a trimmed input: the read says so), or a
-        publish that only turned out to have gone through earlier.
-        """
+    ) -> None:
+        """Publish a batch's outputs, forwards and answers with one script call (retried; see the module)."""
         retried = False
         while True:
             try:
-                following = stream_entries(await self._call_publish(keys, args))
-                return following if following and following[0][0] == new + 1 else []
+                await self._call_publish(keys, args)
+                return
             except ResponseError as exc:
                 if str(exc).startswith("EPOCH"):  # the shard was rebuilt: this state is not its history
                     raise StateLost(f"{self!r}: {exc}: Redis lost what this engine published") from exc
@@ -296,7 +282,7 @@ class ShardEngine:
                     raise
                 done = await self.published_up_to()
                 if retried and done == new:
-                    return []  # our earlier attempt went through; only its answer was lost
+                    return  # our earlier attempt went through; only its answer was lost
                 if done < expected:  # done never goes back, unless Redis lost its data
                     raise StateLost(f"{self!r}: {exc}: Redis lost what this engine published") from exc
                 raise Fenced(f"{self!r}: {exc}") from exc
@@ -328,8 +314,8 @@ class ShardEngine:
             for role, shard, envelope in step.forwards:
                 forwards.setdefault(self._target_log(role, shard), []).append(ENCODER.encode(envelope))
         payloads = {self.output: outputs, **forwards} if outputs else forwards
-        keys: list[str] = [self._done_key, self._epoch_key, self.input.stream_key]
-        args: list[int | bytes | str] = [expected, new, str(self.epoch), self.batch]
+        keys: list[str] = [self._done_key, self._epoch_key]
+        args: list[int | bytes | str] = [expected, new, str(self.epoch)]
         for target, batch in payloads.items():
             keys += [target.stream_key, target.next_key]
             args += [len(batch), *batch]
@@ -338,10 +324,11 @@ class ShardEngine:
             args += [channel, ENCODER.encode(replies)]
         return keys, args, sum(map(len, by_channel.values()))
 
-    async def _call_publish(self, keys: list[str], args: list[int | bytes | str]) -> Any:
+    async def _call_publish(self, keys: list[str], args: list[int | bytes | str]) -> None:
         if self._hot is None:
-            return await self._publish(keys=keys, args=args)
-        return await self._hot.evalsha(self._publish.sha, _PUBLISH, keys, args)
+            await self._publish(keys=keys, args=args)
+        else:
+            await self._hot.evalsha(self._publish.sha, _PUBLISH, keys, args)
 
     async def published_up_to(self) -> int:
         """``done`` as Redis holds it, waiting out a lost connection."""
