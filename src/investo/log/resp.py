@@ -218,8 +218,8 @@ class _SubscriberProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
         try:
+            self.reader.feed(data)
             while (reply := self.reader.gets()) is not False:
                 self._on_reply(reply)
         except Exception as exc:  # an unreadable stream, a refused AUTH: start over
