@@ -76,7 +76,10 @@ from investo.core.messages import (
     TradeExecuted,
 )
 
-# Enum members bound to module names: the hot path compares against these.
+# Enum members bound to module names: the hot path compares against these. A record's enum
+# fields are members (msgspec decodes them so, and the types allow nothing else), so the order
+# path tests them by identity: ``is`` is one pointer test, where ``==`` on an IntEnum takes the
+# interpreter's generic comparison (no int fast path for int subclasses).
 BUY = Side.BUY
 SELL = Side.SELL
 MARKET = OrderType.MARKET
@@ -194,7 +197,7 @@ class MatchingEngine:
             code = self._refusal(rec)
             if code is not None:
                 return self._reject(rec, code, events)
-        if rec.type == MARKET:
+        if rec.type is MARKET:
             return self._place_market(rec, events)
         qty = rec.qty
         if qty <= 0:
@@ -203,17 +206,17 @@ class MatchingEngine:
         key = own.sign * rec.price  # the order's key on its own side; -key on the opposite side
         heap = opposite.heap
         if heap and heap[0] <= -key:  # the order would take
-            if rec.type == LIMIT_MAKER:
+            if rec.type is LIMIT_MAKER:
                 return self._reject(rec, RejectCode.WOULD_TAKE, events)
-            if rec.tif == FOK and not self._fok_fillable(rec, opposite, -key, qty):
+            if rec.tif is FOK and not self._fok_fillable(rec, opposite, -key, qty):
                 return self._expire_taker(rec, qty, ExpireReason.FOK_UNFILLABLE, events)
             qty, stopped = self._take(rec, opposite, -key, qty, 0, events)
             if qty == 0:
                 return None
             if stopped is not None:
                 return self._expire_taker(rec, qty, stopped, events)
-        if rec.tif != GTC:
-            reason = ExpireReason.FOK_UNFILLABLE if rec.tif == FOK else ExpireReason.IOC_REMAINDER
+        if rec.tif is not GTC:
+            reason = ExpireReason.FOK_UNFILLABLE if rec.tif is FOK else ExpireReason.IOC_REMAINDER
             return self._expire_taker(rec, qty, reason, events)
         # Rest what is left at the back of its level.
         level = own.levels.get(key)
