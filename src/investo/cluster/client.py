@@ -111,11 +111,7 @@ class ClusterClient:
         else:
             self.topology = await topo.load(self._client, self.namespace)
         self.reply_channel = self.topology.reply_channel(self.gateway_id)
-        channels = [
-            self.reply_channel,
-            topo.changes_channel(self.namespace),
-            *map(bytes.decode, self._handlers),
-        ]
+        channels: list[str | bytes] = [self.reply_channel, self._changes_channel, *self._handlers]
         self._subscriber = hot_subscriber(self.server_url, channels, self._dispatch)
         if self._subscriber is not None:
             await self._subscriber.start()
