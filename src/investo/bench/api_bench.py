@@ -6,11 +6,16 @@ for a fixed duration and sent whether or not earlier ones have been answered
 answer, so a server that stalls is charged for the whole queue behind the stall
 (no coordinated omission). The orders alternate buy and sell at one price near
 the market so that about half of them trade, from many funded users; every one
-is signed with its user's Ed25519 key as ccxt would sign it, at the moment it is sent.
+is signed with its user's Ed25519 key as ccxt would sign it, with the timestamp of the
+moment it is sent.
 
-The load generator shares the machine with the server, so its own cost counts: it
-sends over keep-alive connections with :mod:`investo.bench.http_load` (a few µs of
-Python per request, where aiohttp spends ~0.2 ms) and signs with libsodium.
+The load generator shares the machine with the server, so its own cost is taken from the
+server's: it runs on uvloop, sends over keep-alive connections with
+:mod:`investo.bench.http_load` (a few µs of Python per request, where aiohttp spends
+~0.2 ms), and signs a rate's orders with libsodium before that rate's clock starts (each
+one carries the wall-clock time it is scheduled for as its ``timestamp``, so the bytes are
+those a client signing at the last moment would send; signing at send time would add
+~0.05 ms of the generator's CPU per order to the machine under test).
 When the bench starts the server itself it also reads the server's CPU time, and
 prints the CPU each order cost the server and the load generator: a figure that
 holds still on a noisy machine, where latencies do not.
@@ -31,13 +36,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import quote, urlsplit
 
 import httpx
+import uvloop
 from cryptography.hazmat.primitives import serialization
 from nacl.signing import SigningKey
 
@@ -49,6 +55,7 @@ from investo.security.signing import API_KEY_HEADER, encode_params, generate_key
 from investo.tasks import settle_heap
 
 MAX_IN_FLIGHT = 2_000  # beyond this the run is overloaded; later orders count as failed
+MIN_SLEEP_S = 0.001  # the generator's shortest nap between sends (orders due meanwhile go together)
 ANSWER_GRACE_S = 30.0  # after the last order is sent, answers still missing by then count as failed
 
 
@@ -206,8 +213,8 @@ class OrderLoad:
         """The connections order ``i`` is sent on."""
         return self.clients[i % len(self.clients)]
 
-    def order_request(self, i: int) -> bytes:
-        """The ``i``-th order as a complete HTTP request, signed now (as ccxt signs).
+    def order_request(self, i: int, timestamp_ms: int) -> bytes:
+        """The ``i``-th order as a complete HTTP request, signed (as ccxt signs) for ``timestamp_ms``.
 
         Its client order id ``bench<i>`` makes every request unique, as ccxt's do: two
         orders of one trader signed in the same millisecond would otherwise be one
@@ -219,7 +226,7 @@ class OrderLoad:
             "symbol": self.symbols[market], "side": self.sides[(i // len(self.traders)) % 2],
             "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": self.prices[market],
             "newClientOrderId": f"bench{i}", "newOrderRespType": "ACK",
-            "timestamp": time.time_ns() // 1_000_000, "recvWindow": 60_000,
+            "timestamp": timestamp_ms, "recvWindow": 60_000,
         }  # fmt: skip
         encoded = encode_params(params)
         signature = base64.b64encode(trader.signer.sign(encoded.encode()).signature).decode()
@@ -257,9 +264,16 @@ async def order_load(
 
 
 async def run_rate(
-    load: OrderLoad, rate: int, seconds: float, server: LocalServer | None = None
+    load: OrderLoad,
+    rate: int,
+    seconds: float,
+    server: LocalServer | None = None,
+    on_signed: Callable[[], None] = lambda: None,
 ) -> RateResult:
     """Offer ``rate`` orders per second for ``seconds``; measure from each scheduled time.
+
+    The orders are signed first (:func:`presign`); ``on_signed`` is called then, so a
+    caller metering CPU can leave the signing out as this function does for ``server``.
 
     The generator is the measuring instrument, so its own pauses and its own CPU would show
     as the server's latency: its heap is frozen first (a full collection over the client
@@ -269,15 +283,16 @@ async def run_rate(
     """
     settle_heap()
     total = int(rate * seconds)
+    start, requests = presign(load, total, rate)
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0}
     first_error: list[str] = []
     in_flight = 0
     sending = True
     all_answered = asyncio.Event()
+    on_signed()
     server_cpu = server.cpu_seconds() if server else 0.0
     own_cpu = _own_cpu_seconds()
-    start = time.perf_counter() + 0.05
 
     def on_answer(scheduled: float, status: int, body: bytes, error: HttpLoadError | None) -> None:
         nonlocal in_flight
@@ -301,11 +316,11 @@ async def run_rate(
                     first_error.append(f"overloaded: {MAX_IN_FLIGHT} orders in flight, later ones not sent")
             else:
                 in_flight += 1
-                n = load.sent + i
-                load.client(n).request(load.order_request(n), functools.partial(on_answer, scheduled))
+                load.client(load.sent + i).request(requests[i], functools.partial(on_answer, scheduled))
             i += 1
         if i < total:
-            await asyncio.sleep(start + i / rate - time.perf_counter())
+            # at least 1 ms: uvloop rounds a shorter timer to 0, which would spin until the next order
+            await asyncio.sleep(max(start + i / rate - time.perf_counter(), MIN_SLEEP_S))
     sending = False
     if in_flight:
         try:
@@ -324,6 +339,24 @@ async def run_rate(
     if server:
         result.server_cpu_s = server.cpu_seconds() - server_cpu
     return result
+
+
+def presign(load: OrderLoad, total: int, rate: int) -> tuple[float, list[bytes]]:
+    """A rate's ``total`` orders, signed ahead, and the ``perf_counter()`` time the first is due.
+
+    Order ``k`` is due ``k / rate`` s after that start and is signed with the wall-clock
+    time it is due as its ``timestamp``: the bytes a client signing at the last moment would
+    send. The start is set far enough ahead for the signing to end (timed on one order); if
+    the signing still overruns, the start moves to its end and the timestamps lie a little
+    in the past (within the orders' 60 s ``recvWindow``).
+    """
+    began = time.perf_counter()
+    load.order_request(load.sent, 0)  # times the signing of one order
+    lead_s = 0.05 + 2 * (time.perf_counter() - began) * total
+    start = time.perf_counter() + lead_s
+    start_ms = time.time_ns() / 1e6 + lead_s * 1000
+    requests = [load.order_request(load.sent + k, int(start_ms + k * 1000 / rate)) for k in range(total)]
+    return max(start, time.perf_counter() + 0.01), requests
 
 
 def _own_cpu_seconds() -> float:
@@ -351,6 +384,6 @@ def run(
     url: str | None, rates: Sequence[int], seconds: float, users: int, connections: int
 ) -> list[RateResult]:
     if url:
-        return asyncio.run(bench(url, rates, seconds, users, connections))
+        return uvloop.run(bench(url, rates, seconds, users, connections))
     with local_server() as server:
-        return asyncio.run(bench(server.url, rates, seconds, users, connections, server))
+        return uvloop.run(bench(server.url, rates, seconds, users, connections, server))

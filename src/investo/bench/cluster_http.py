@@ -26,8 +26,9 @@ Postgres's own helpers marked ``shared``) over each rate including the catch-up,
 order that went out: past 2,000 orders in flight a rate is overloaded, and the orders it
 does not send count as errors (``sent`` is what was offered).
 
-Costs: the load generator (the bench process) shares the machine with the cluster; its
-CPU per order is printed with the rest.
+Costs: the load generator (the bench process, on uvloop, each rate's orders signed before
+its clock starts: see :mod:`investo.bench.api_bench`) shares the machine with the cluster;
+its CPU per order is printed with the rest.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import uvloop
 from sqlalchemy.engine import make_url
 
 from investo.bench import api_bench
@@ -157,10 +159,9 @@ async def _one_rate(
             behind_max = max(behind_max, outputs - committed)
             await asyncio.sleep(SAMPLE_S)
 
-    meter.start()
     sampler = asyncio.create_task(sample())
     try:
-        result = await api_bench.run_rate(load, rate, seconds)
+        result = await api_bench.run_rate(load, rate, seconds, on_signed=meter.start)
     finally:
         await cancel_and_wait(sampler)  # re-cancels: redis-py may swallow a cancel mid-command
     answered = time.perf_counter()
@@ -206,4 +207,4 @@ def run(
     if not rates or min(rates) <= 0:
         raise ValueError("give at least one offered rate, each above 0")
     for shards in shard_counts:
-        yield asyncio.run(run_one(redis_url, admin_url, shards, rates, seconds, users, connections, step))
+        yield uvloop.run(run_one(redis_url, admin_url, shards, rates, seconds, users, connections, step))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 Answer = Callable[[int, bytes, "HttpLoadError | None"], None]
 """Called once per request: (status, body, None), or (0, b"", the error)."""
@@ -53,8 +54,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
 
     def start(self, request: bytes, on_answer: Answer) -> None:
         assert self.transport is not None and self.on_answer is None
