@@ -207,6 +207,14 @@ def cluster(
     seconds: Annotated[float, typer.Option(help="Duration of each rate.")] = 5.0,
     users: Annotated[int, typer.Option(min=1, help="http: funded users the orders come from.")] = 20,
     connections: Annotated[int, typer.Option(min=1, help="http: connections to each gateway.")] = 64,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="http: rounds of fresh clusters (every shard count each round), then each rate's "
+            "median p50/p99 and every run's p99.",
+        ),
+    ] = 1,
     redis: Annotated[
         str, typer.Option(help="Redis server (a fresh namespace is used).")
     ] = "redis://127.0.0.1:6379/0",
@@ -233,10 +241,17 @@ def cluster(
         from investo.bench import cluster_http
 
         offered = _numbers(http_rates if mode is ClusterMode.both else rates or http_rates, "--rates")
-        with _steps(len(counts) * (3 + len(offered))) as step:
-            for run in cluster_http.run(redis, postgres, counts, offered, seconds, users, connections, step):
+        runs = []
+        with _steps(repeat * len(counts) * (3 + len(offered))) as step:
+            for run in cluster_http.run(
+                redis, postgres, counts, offered, seconds, users, connections, step, repeat
+            ):
+                runs.append(run)
                 for line in run.lines():
                     typer.echo(line)
+        if repeat > 1:
+            for line in cluster_http.summary_lines(runs):
+                typer.echo(line)
 
 
 def _numbers(text: str, option: str) -> list[int]:

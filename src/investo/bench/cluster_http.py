@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -202,9 +203,41 @@ def run(
     users: int = 20,
     connections: int = 64,
     step: Step = lambda _: None,
+    repeat: int = 1,
 ) -> Iterator[HttpRun]:
-    """Each shard count's run in turn (see the module docstring)."""
+    """Each shard count's run in turn (see the module docstring), the whole round ``repeat`` times.
+
+    Rounds, not runs of one count back to back: a host that slows down part-way through
+    slows every count alike.
+    """
     if not rates or min(rates) <= 0:
         raise ValueError("give at least one offered rate, each above 0")
-    for shards in shard_counts:
-        yield uvloop.run(run_one(redis_url, admin_url, shards, rates, seconds, users, connections, step))
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
+    for _ in range(repeat):
+        for shards in shard_counts:
+            yield uvloop.run(run_one(redis_url, admin_url, shards, rates, seconds, users, connections, step))
+
+
+def summary_lines(runs: Sequence[HttpRun]) -> list[str]:
+    """Per shard count and offered rate over several runs: each run's p99, and the median p50 and p99.
+
+    One run's p99 on a busy 2-core machine moves by a factor of two or more from one run to
+    the next (a run is a few thousand orders; its p99 is the worst 1 %), so a figure to quote
+    needs several runs: all of them are listed, worst last.
+    """
+    by_rate: dict[tuple[int, int], list[api_bench.RateResult]] = {}
+    for one in runs:
+        for rate in one.rates:
+            by_rate.setdefault((one.shards, rate.result.offered), []).append(rate.result)
+    lines = []
+    for (shards, offered), results in sorted(by_rate.items()):
+        p99s = sorted(result.percentile(99) for result in results)
+        p50s = [result.percentile(50) for result in results]
+        lines.append(
+            f"shards={shards} offered={offered}/s runs={len(results)} "
+            f"p50_ms_median={statistics.median(p50s):.2f} p99_ms_median={statistics.median(p99s):.2f} "
+            f"p99_ms_each={','.join(f'{p99:.1f}' for p99 in p99s)} "
+            f"errors={sum(result.errors for result in results)}"
+        )
+    return lines
