@@ -221,6 +221,8 @@ class Rig:
     postgres: PostgresServer | None = None  # a private server (to restart), else a database of the shared one
     engines: dict[tuple[topo.Role, int], Process] = field(default_factory=dict)
     writers: list[Process] = field(default_factory=list)
+    engine_host: Process | None = None  # with engines_together: one process hosting every shard
+    engines_together: bool = False
 
     @property
     def cluster_url(self) -> str:
@@ -228,10 +230,14 @@ class Rig:
 
     async def init(self) -> None:
         self.topology = await init_cluster(self.redis.url, self.namespace)
-        for role, shard in self.topology.every_output():
-            args = ["engine", "--role", role, "--shard", str(shard), "--redis", self.cluster_url]
-            args += ["--snapshot-every", "300"]
-            self.engines[(role, shard)] = Process(f"{role}-{shard}", args, self.log_dir)
+        if self.engines_together:
+            args = ["engine", "--shards", "all", "--redis", self.cluster_url, "--snapshot-every", "300"]
+            self.engine_host = Process("engines", args, self.log_dir)
+        else:
+            for role, shard in self.topology.every_output():
+                args = ["engine", "--role", role, "--shard", str(shard), "--redis", self.cluster_url]
+                args += ["--snapshot-every", "300"]
+                self.engines[(role, shard)] = Process(f"{role}-{shard}", args, self.log_dir)
         for number in range(2):
             args = [
                 "dbwriter",
@@ -243,7 +249,7 @@ class Rig:
                 "1500",
             ]
             self.writers.append(Process(f"dbwriter-{number}", args, self.log_dir))
-        for process in [*self.engines.values(), *self.writers]:
+        for process in self.processes():
             process.start()
         await self.wait_engines_up()
         await self.wait_writers_up()
@@ -272,18 +278,20 @@ class Rig:
         finally:
             await client.aclose()
 
+    def processes(self) -> list[Process]:
+        hosts = [self.engine_host] if self.engine_host is not None else []
+        return [*self.engines.values(), *hosts, *self.writers]
+
     def stop_all(self) -> dict[str, int]:
-        return {p.name: p.stop() for p in [*self.engines.values(), *self.writers]}
+        return {p.name: p.stop() for p in self.processes()}
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.output()[-12000:]}" for p in [*self.engines.values(), *self.writers]
-        )
+        return "\n".join(f"--- {p.name}\n{p.output()[-12000:]}" for p in self.processes())
 
 
 @contextlib.asynccontextmanager
 async def started_rig(
-    tmp_path: Path, database_url: str, postgres: PostgresServer | None = None
+    tmp_path: Path, database_url: str, postgres: PostgresServer | None = None, engines_together: bool = False
 ) -> AsyncIterator[Rig]:
     """A rig on its own Redis server (data in ``tmp_path/redis``), cluster initialised; stopped after."""
     redis_dir = tmp_path / "redis"
@@ -292,7 +300,7 @@ async def started_rig(
     server.start()
     logs = tmp_path / "logs"
     logs.mkdir()
-    cluster = Rig(server, database_url, logs, postgres=postgres)
+    cluster = Rig(server, database_url, logs, postgres=postgres, engines_together=engines_together)
     try:
         await cluster.init()
         yield cluster
@@ -409,7 +417,7 @@ async def check_consistent(rig: Rig, load: Load) -> None:
     # SQL holdings of every account equal its balance (available + reserved) on its accounts shard.
     server_url = rig.redis.url
     client = aioredis.Redis.from_url(server_url)
-    for (role, shard), _ in rig.engines.items():
+    for role, shard in rig.topology.every_output():  # hosted one per process or all in one
         rebuilt = ShardEngine(server_url, rig.topology, role, shard)
         try:
             await rebuilt.recover()

@@ -75,6 +75,23 @@ async def test_kill9_an_accounts_engine_and_restart_it(rig: Rig) -> None:
     await check_consistent(rig, load)
 
 
+async def test_kill9_one_process_hosting_every_engine_shard_and_restart_it(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """``investo engine --shards all``: the four shards die together mid-load and come back together."""
+    async with started_rig(tmp_path, postgres_url, engines_together=True) as rig:
+        host = rig.engine_host
+        assert host is not None and not rig.engines
+
+        async def fault() -> None:
+            host.kill9()
+            await asyncio.sleep(0.5)
+            host.start()
+
+        load = await _under_load(rig, fault)
+        await check_consistent(rig, load)
+
+
 async def test_kill9_the_db_writers_mid_batch_and_restart_them(rig: Rig) -> None:
     async def fault() -> None:
         for writer in rig.writers:  # both: nobody is left to take over until they are back

@@ -171,6 +171,11 @@ class ClusterMode(StrEnum):
     both = "both"
 
 
+class EngineProcesses(StrEnum):
+    per_shard = "per-shard"
+    together = "together"
+
+
 CLUSTER_HELP = (
     "A fresh cluster per shard count (new Redis namespace, new Postgres database, engine and DB "
     "writer processes), open loop at fixed offered rates.\n\n"
@@ -207,6 +212,12 @@ def cluster(
     seconds: Annotated[float, typer.Option(help="Duration of each rate.")] = 5.0,
     users: Annotated[int, typer.Option(min=1, help="http: funded users the orders come from.")] = 20,
     connections: Annotated[int, typer.Option(min=1, help="http: connections to each gateway.")] = 64,
+    engines: Annotated[
+        EngineProcesses,
+        typer.Option(
+            help="One engine process per shard, or one hosting every shard (`investo engine --shards all`)."
+        ),
+    ] = EngineProcesses.per_shard,
     repeat: Annotated[
         int,
         typer.Option(
@@ -223,6 +234,7 @@ def cluster(
     ] = "postgresql://postgres@127.0.0.1:5432/test",
 ) -> None:
     counts = _numbers(shards, "--shards")
+    together = engines is EngineProcesses.together
     if mode is not ClusterMode.http:
         from investo.bench import cluster_bench
 
@@ -231,7 +243,13 @@ def cluster(
         lines = _load(flow)
         try:
             for result in cluster_bench.run(
-                redis, postgres, counts, lines, _numbers(rates or "5000,10000,20000", "--rates"), seconds
+                redis,
+                postgres,
+                counts,
+                lines,
+                _numbers(rates or "5000,10000,20000", "--rates"),
+                seconds,
+                together,
             ):
                 for line in result.lines():
                     typer.echo(line)
@@ -244,7 +262,7 @@ def cluster(
         runs = []
         with _steps(repeat * len(counts) * (3 + len(offered))) as step:
             for run in cluster_http.run(
-                redis, postgres, counts, offered, seconds, users, connections, step, repeat
+                redis, postgres, counts, offered, seconds, users, connections, step, repeat, together
             ):
                 runs.append(run)
                 for line in run.lines():

@@ -148,16 +148,24 @@ def deposits() -> list[Command]:
 
 @contextlib.contextmanager
 def cluster_processes(
-    redis_url: str, database_url: str, shards: int, log_dir: Path, gateway_ports: Sequence[int] = ()
+    redis_url: str,
+    database_url: str,
+    shards: int,
+    log_dir: Path,
+    gateway_ports: Sequence[int] = (),
+    engines_together: bool = False,
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """Start one engine per shard, a DB writer and a gateway on each of ``gateway_ports``
-    (no rate limits); yield them by label; terminate them at exit. Output goes to ``log_dir``."""
+    """Start one engine per shard (or, ``engines_together``, one ``investo engine --shards all``
+    process hosting every shard), a DB writer and a gateway on each of ``gateway_ports`` (no rate
+    limits); yield them by label; terminate them at exit. Output goes to ``log_dir``."""
     base = [sys.executable, "-m", "investo.cli"]
     commands = {
         f"{role}-{shard}": [*base, "engine", "--role", role, "--shard", str(shard), "--redis", redis_url]
         for role in topo.ROLES
         for shard in range(shards)
     }
+    if engines_together:
+        commands = {"engines": [*base, "engine", "--shards", "all", "--redis", redis_url]}
     commands["dbwriter"] = [*base, "dbwriter", "--redis", redis_url, "--database", database_url]
     for number, port in enumerate(gateway_ports):
         commands[f"gateway-{number}"] = [
@@ -425,6 +433,7 @@ async def run_one(
     commands: Sequence[Command],
     rates: Sequence[int],
     seconds: float,
+    engines_together: bool = False,
 ) -> ClusterRun:
     async with fresh_cluster(redis_url, admin_url, shards) as cluster:
         topology = cluster.topology
@@ -433,8 +442,9 @@ async def run_one(
         meter = CpuMeter()
         try:
             with cluster_processes(
-                cluster.cluster_url, cluster.database_url, shards, cluster.log_dir
-            ) as processes:
+                cluster.cluster_url, cluster.database_url, shards, cluster.log_dir,
+                engines_together=engines_together,
+            ) as processes:  # fmt: skip
                 ready = asyncio.Event()
                 listener = asyncio.create_task(driver.listen(ready))
                 await ready.wait()
@@ -522,10 +532,11 @@ def run(
     flow: Sequence[FlowLine],
     rates: Sequence[int],
     seconds: float,
+    engines_together: bool = False,
 ) -> Iterator[ClusterRun]:
     commands = flow_commands(flow)
     needed = int(sum(rates) * seconds)
     if len(commands) < needed:
         raise ValueError(f"the flow has {len(commands)} commands; the rates need {needed}")
     for shards in shard_counts:
-        yield asyncio.run(run_one(redis_url, admin_url, shards, commands, rates, seconds))
+        yield asyncio.run(run_one(redis_url, admin_url, shards, commands, rates, seconds, engines_together))

@@ -5,7 +5,8 @@ bench does (:func:`investo.bench.cluster_bench.fresh_cluster`: a new Redis names
 new Postgres database, two markets dealt to the matching shards, as many accounts
 shards), migrates the database, and starts one ``investo engine`` per shard and role,
 one ``investo dbwriter`` and two ``investo gateway`` processes on free loopback ports
-(rate limits off). It registers ``users`` traders with Ed25519 keys on the first
+(rate limits off); with ``engines_together`` one ``investo engine --shards all`` process
+hosts every shard instead. It registers ``users`` traders with Ed25519 keys on the first
 gateway and funds them (demo funds); the second gateway loads their keys from Postgres
 on first use.
 
@@ -101,11 +102,14 @@ class HttpRun:
     load_average: float  # the machine's 1-minute load average when the run began
     namespace: str = ""  # the cluster's Redis namespace (its processes' logs are in $TMPDIR/<namespace>)
     database: str = ""  # the cluster's Postgres database (dropped at the end, as the namespace)
+    engines_together: bool = False  # every shard in one engine process (else one process per shard)
 
     def lines(self) -> list[str]:
-        return [f"shards={self.shards} gateways={GATEWAYS} load_average={self.load_average:.2f}"] + [
-            line for rate in self.rates for line in rate.lines()
-        ]
+        engines = "together" if self.engines_together else "per-shard"
+        head = (
+            f"shards={self.shards} gateways={GATEWAYS} engines={engines} load_average={self.load_average:.2f}"
+        )
+        return [head] + [line for rate in self.rates for line in rate.lines()]
 
 
 async def run_one(
@@ -117,6 +121,7 @@ async def run_one(
     users: int,
     connections: int,
     step: Step = lambda _: None,
+    engines_together: bool = False,
 ) -> HttpRun:
     """One fresh cluster of ``shards`` shards a role, every rate in turn (after a 1 s warm-up)."""
     step(f"shards={shards}: starting the cluster")
@@ -127,7 +132,7 @@ async def run_one(
         watch = await Watch.open(cluster.admin, cluster.topology, cluster.database_url)
         try:
             with cluster_processes(
-                cluster.cluster_url, cluster.database_url, shards, cluster.log_dir, ports
+                cluster.cluster_url, cluster.database_url, shards, cluster.log_dir, ports, engines_together
             ) as procs:
                 await _until_ready(urls, procs, cluster.log_dir)
                 step(f"shards={shards}: registering {users} users")
@@ -145,7 +150,7 @@ async def run_one(
         finally:
             await watch.close()
     database = make_url(cluster.database_url).database or ""
-    return HttpRun(shards, results, load_average, cluster.topology.namespace, database)
+    return HttpRun(shards, results, load_average, cluster.topology.namespace, database, engines_together)
 
 
 async def _one_rate(
@@ -204,6 +209,7 @@ def run(
     connections: int = 64,
     step: Step = lambda _: None,
     repeat: int = 1,
+    engines_together: bool = False,
 ) -> Iterator[HttpRun]:
     """Each shard count's run in turn (see the module docstring), the whole round ``repeat`` times.
 
@@ -216,7 +222,11 @@ def run(
         raise ValueError("repeat must be at least 1")
     for _ in range(repeat):
         for shards in shard_counts:
-            yield uvloop.run(run_one(redis_url, admin_url, shards, rates, seconds, users, connections, step))
+            yield uvloop.run(
+                run_one(
+                    redis_url, admin_url, shards, rates, seconds, users, connections, step, engines_together
+                )
+            )
 
 
 def summary_lines(runs: Sequence[HttpRun]) -> list[str]:

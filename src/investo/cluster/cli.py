@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import redis.asyncio as aioredis
 import typer
@@ -24,6 +24,9 @@ from sqlalchemy.exc import ProgrammingError
 
 from investo.cluster import topology as topo
 from investo.tasks import run_on_fast_loop, settle_heap
+
+if TYPE_CHECKING:
+    from investo.cluster.engine import ShardEngine
 
 app = typer.Typer(help="The distributed mode's shard map (Redis).", no_args_is_help=True)
 
@@ -210,8 +213,17 @@ async def _check_shard_not_lost(topology: topo.Topology, role: topo.Role, shard:
 
 
 def engine(
-    role: Annotated[str, typer.Option(help="accounts or matching.")],
+    role: Annotated[
+        str | None, typer.Option(help="accounts or matching (or give several shards with --shards).")
+    ] = None,
     shard: Annotated[int, typer.Option(help="Which shard of that role.")] = 0,
+    shards: Annotated[
+        str | None,
+        typer.Option(
+            help="Host several shards in this one process instead: ROLE:N,… (e.g. "
+            "accounts:0,matching:0) or all (every shard of the cluster)."
+        ),
+    ] = None,
     redis: RedisOption = DEFAULT_REDIS,
     snapshot_every: Annotated[int, typer.Option(help="Input entries between two snapshots.")] = 50_000,
     database: Annotated[
@@ -219,43 +231,15 @@ def engine(
         typer.Option(help="The SQL history: if Redis lost the cluster, rebuild it from there first."),
     ] = None,
 ) -> None:
-    """Run one engine shard over its Redis input stream until SIGTERM."""
-    from investo.cluster.engine import Fenced, ShardEngine, StateLost
+    """Run engine shards over their Redis input streams until SIGTERM: one (--role, --shard), or several in one process (--shards).
+
+    Shards hosted together keep their own input, state, snapshots and fencing and share the process's event loop: a small host runs fewer, busier processes (on 2 cores, one process for the four shards of a 2 + 2 cluster answers orders faster than four). The process stops when any of its shards must (fenced, or its state lost), as that shard's own process would.
+    """  # noqa: E501 (typer shows each docstring line as a line)
+    from investo.cluster.engine import Fenced, StateLost
     from investo.cluster.rebuild import RedisLost
 
-    if role not in topo.ROLES:
-        raise typer.BadParameter(f"--role must be accounts or matching, not {role!r}")
-    checked: topo.Role = "accounts" if role == "accounts" else "matching"
-
-    async def run() -> None:
-        server_url, namespace = topo.split_url(redis)
-        if database is not None:
-            await _rebuild_if_lost(server_url, namespace, database)
-        client = aioredis.Redis.from_url(server_url)
-        try:
-            topology = await topo.load_when_reachable(
-                client, namespace, lambda exc: typer.echo(f"waiting for Redis: {exc}", err=True)
-            )
-        finally:
-            await client.aclose()
-        shard_engine = ShardEngine(server_url, topology, checked, shard, snapshot_every=snapshot_every)
-        stop = asyncio.Event()
-        _stop_on_signals(stop)
-        try:
-            replayed = await shard_engine.recover()
-            if database is not None and not shard_engine.from_snapshot and shard_engine.applied == 0:
-                await _check_shard_not_lost(topology, checked, shard, database)
-            settle_heap()
-            await shard_engine.write_status()  # also says "up" to operators and tests
-            typer.echo(f"{role} shard {shard}: replayed {replayed}, at input offset {shard_engine.applied}")
-            await shard_engine.run(stop)
-            await shard_engine.try_snapshot()  # its input's pooled connection may predate a Redis restart
-            await shard_engine.write_status()
-        finally:
-            await shard_engine.close()
-
     try:
-        run_on_fast_loop(run())
+        run_on_fast_loop(_run_engines(_shard_choice(role, shard, shards), redis, snapshot_every, database))
     except (topo.ClusterNotInitialised, RedisLost, ValueError) as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
@@ -265,6 +249,88 @@ def engine(
     except Fenced as error:
         typer.echo(f"stopped: {error}", err=True)
         raise typer.Exit(3) from None
+
+
+ALL_SHARDS = "all"
+ShardChoice = list[tuple[topo.Role, int]] | None  # None: every shard of the cluster
+
+
+def _shard_choice(role: str | None, shard: int, shards: str | None) -> ShardChoice:
+    """The shards ``investo engine`` hosts (``--role/--shard`` or ``--shards``); BadParameter if unclear."""
+    if shards is not None:
+        if role is not None:
+            raise typer.BadParameter("give either --role (and --shard) or --shards, not both")
+        if shards.strip() == ALL_SHARDS:
+            return None
+        chosen: list[tuple[topo.Role, int]] = []
+        for part in shards.split(","):
+            name, _, number = part.strip().partition(":")
+            if name not in topo.ROLES or not number.isdigit():
+                raise typer.BadParameter(
+                    f"{part.strip()!r} is not ROLE:N (accounts:0, matching:1, …)", param_hint="--shards"
+                )
+            chosen.append(("accounts" if name == "accounts" else "matching", int(number)))
+        if len(set(chosen)) != len(chosen):
+            raise typer.BadParameter("a shard is named twice", param_hint="--shards")
+        return chosen
+    if role is None:
+        raise typer.BadParameter("give --role accounts|matching (and --shard N), or --shards")
+    if role not in topo.ROLES:
+        raise typer.BadParameter(f"--role must be accounts or matching, not {role!r}")
+    return [("accounts" if role == "accounts" else "matching", shard)]
+
+
+async def _run_engines(choice: ShardChoice, redis: str, snapshot_every: int, database: str | None) -> None:
+    """Recover the chosen shards, then run them side by side until SIGTERM (or one must stop)."""
+    from investo.cluster.engine import ShardEngine
+
+    server_url, namespace = topo.split_url(redis)
+    if database is not None:
+        await _rebuild_if_lost(server_url, namespace, database)
+    client = aioredis.Redis.from_url(server_url)
+    try:
+        topology = await topo.load_when_reachable(
+            client, namespace, lambda exc: typer.echo(f"waiting for Redis: {exc}", err=True)
+        )
+    finally:
+        await client.aclose()
+    chosen = topology.every_output() if choice is None else choice
+    engines = [
+        ShardEngine(server_url, topology, role, shard, snapshot_every=snapshot_every)
+        for role, shard in chosen
+    ]
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    try:
+        for (role, shard), shard_engine in zip(chosen, engines, strict=True):
+            replayed = await shard_engine.recover()
+            if database is not None and not shard_engine.from_snapshot and shard_engine.applied == 0:
+                await _check_shard_not_lost(topology, role, shard, database)
+            typer.echo(f"{role} shard {shard}: replayed {replayed}, at input offset {shard_engine.applied}")
+        settle_heap()
+        for shard_engine in engines:
+            await shard_engine.write_status()  # also says "up" to operators and tests
+        await _run_side_by_side(engines, stop)
+        for shard_engine in engines:
+            await shard_engine.try_snapshot()  # its input's pooled connection may predate a Redis restart
+            await shard_engine.write_status()
+    finally:
+        for shard_engine in engines:
+            await shard_engine.close()
+
+
+async def _run_side_by_side(engines: Sequence[ShardEngine], stop: asyncio.Event) -> None:
+    """Run every engine until ``stop``; the first to fail stops the others and its error is raised."""
+    runs = [asyncio.create_task(shard_engine.run(stop), name=repr(shard_engine)) for shard_engine in engines]
+    try:
+        await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        stop.set()  # the others finish their batch and return
+        await asyncio.gather(*runs, return_exceptions=True)
+    for run in runs:
+        error = None if run.cancelled() else run.exception()
+        if error is not None:
+            raise error
 
 
 def dbwriter(
