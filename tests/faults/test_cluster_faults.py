@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from cluster_rig import Load, PostgresServer, Rig, check_consistent, started_rig, wait_written
+from cluster_rig import Load, PostgresServer, Process, Rig, check_consistent, started_rig, wait_written
 
 from investo.cluster.client import ClusterClient
 
@@ -53,25 +53,22 @@ async def _under_load(rig: Rig, fault: Callable[[], Awaitable[None]]) -> Load:
     return load
 
 
-async def test_kill9_a_matching_engine_and_restart_it(rig: Rig) -> None:
+def _kill9_and_restart(process: Process) -> Callable[[], Awaitable[None]]:
     async def fault() -> None:
-        engine = rig.engines[("matching", 1)]
-        engine.kill9()
+        process.kill9()
         await asyncio.sleep(0.5)
-        engine.start()
+        process.start()
 
-    load = await _under_load(rig, fault)
+    return fault
+
+
+async def test_kill9_a_matching_engine_and_restart_it(rig: Rig) -> None:
+    load = await _under_load(rig, _kill9_and_restart(rig.engines[("matching", 1)]))
     await check_consistent(rig, load)
 
 
 async def test_kill9_an_accounts_engine_and_restart_it(rig: Rig) -> None:
-    async def fault() -> None:
-        engine = rig.engines[("accounts", 0)]
-        engine.kill9()
-        await asyncio.sleep(0.5)
-        engine.start()
-
-    load = await _under_load(rig, fault)
+    load = await _under_load(rig, _kill9_and_restart(rig.engines[("accounts", 0)]))
     await check_consistent(rig, load)
 
 
@@ -80,15 +77,8 @@ async def test_kill9_one_process_hosting_every_engine_shard_and_restart_it(
 ) -> None:
     """``investo engine --shards all``: the four shards die together mid-load and come back together."""
     async with started_rig(tmp_path, postgres_url, engines_together=True) as rig:
-        host = rig.engine_host
-        assert host is not None and not rig.engines
-
-        async def fault() -> None:
-            host.kill9()
-            await asyncio.sleep(0.5)
-            host.start()
-
-        load = await _under_load(rig, fault)
+        assert rig.engine_host is not None and not rig.engines
+        load = await _under_load(rig, _kill9_and_restart(rig.engine_host))
         await check_consistent(rig, load)
 
 
