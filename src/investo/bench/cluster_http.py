@@ -134,7 +134,7 @@ async def run_one(
             with cluster_processes(
                 cluster.cluster_url, cluster.database_url, shards, cluster.log_dir, ports, engines_together
             ) as procs:
-                await _until_ready(urls, procs, cluster.log_dir)
+                await until_ready(urls, procs, cluster.log_dir)
                 step(f"shards={shards}: registering {users} users")
                 async with api_bench.order_load(urls, users, connections, markets=len(MARKETS)) as load:
                     step(f"shards={shards}: warming up")
@@ -182,7 +182,7 @@ async def _one_rate(
     return HttpRate(shards, result, max(behind_max, behind_end), behind_end, catchup, cpu)
 
 
-async def _until_ready(urls: Sequence[str], procs: dict[str, subprocess.Popen[bytes]], log_dir: Path) -> None:
+async def until_ready(urls: Sequence[str], procs: dict[str, subprocess.Popen[bytes]], log_dir: Path) -> None:
     """Wait until every gateway answers /health with 200 (each one's engines are up)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     async with httpx.AsyncClient(timeout=1) as http:
