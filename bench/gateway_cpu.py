@@ -115,7 +115,7 @@ async def main(args: argparse.Namespace) -> None:
 
 async def _run(app: object, load: api_bench.OrderLoad, args: argparse.Namespace) -> None:
     now_ms = time.time_ns() // 1_000_000
-    warm = [load.order_request(i, now_ms) for i in range(2_000)]
+    warm = [load.order_request(i, now_ms) for i in range(args.warmup)]
     load.sent = len(warm)
     await _drive(app, warm, args.concurrency)  # keys loaded, caches and pools warm
     for round_number in range(args.rounds):
@@ -145,6 +145,7 @@ def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2_000, help="orders sent before the first round")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--profile", action="store_true")
