@@ -448,18 +448,11 @@ def _plain_signed_text(text: str) -> tuple[dict[str, str], str, str] | None:
     (a name twice is left to the general path, which refuses it).
     """
     head, found, raw_signature = text.rpartition(_SIGNATURE_LAST)
-    if (
-        not found
-        or not raw_signature
-        or "&" in raw_signature
-        or _SIGNATURE_LAST in head
-        or head.startswith("signature=")
-        or not _PLAIN_PAIRS.fullmatch(head)
-    ):
+    if not found or not raw_signature or "&" in raw_signature or not _PLAIN_PAIRS.fullmatch(head):
         return None
     pairs = head.split("&")
     params = dict(pair.split("=", 1) for pair in pairs)
-    if len(params) != len(pairs):
+    if len(params) != len(pairs) or "signature" in params:  # a name twice, or a second signature
         return None
     return params, head, _decode(raw_signature, plus_is_space=False)
 
