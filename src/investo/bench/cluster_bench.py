@@ -159,13 +159,14 @@ def cluster_processes(
     process hosting every shard), a DB writer and a gateway on each of ``gateway_ports`` (no rate
     limits); yield them by label; terminate them at exit. Output goes to ``log_dir``."""
     base = [sys.executable, "-m", "investo.cli"]
-    commands = {
-        f"{role}-{shard}": [*base, "engine", "--role", role, "--shard", str(shard), "--redis", redis_url]
-        for role in topo.ROLES
-        for shard in range(shards)
-    }
     if engines_together:
         commands = {"engines": [*base, "engine", "--shards", "all", "--redis", redis_url]}
+    else:
+        commands = {
+            f"{role}-{shard}": [*base, "engine", "--role", role, "--shard", str(shard), "--redis", redis_url]
+            for role in topo.ROLES
+            for shard in range(shards)
+        }
     commands["dbwriter"] = [*base, "dbwriter", "--redis", redis_url, "--database", database_url]
     for number, port in enumerate(gateway_ports):
         commands[f"gateway-{number}"] = [
