@@ -8,6 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from investo.bench.cluster_bench import together_in_one_process
 from investo.cli import app
 from investo.cluster.cli import _run_side_by_side, _shard_choice
 from investo.cluster.engine import Fenced
@@ -84,3 +85,13 @@ async def test_shards_side_by_side_end_when_told_to_stop() -> None:
     stop.set()
     await asyncio.wait_for(running, 5)
     assert all(engine.stopped_cleanly for engine in steady)
+
+
+def test_the_benchmark_hosts_engines_together_when_they_would_outnumber_the_cores() -> None:
+    assert not together_in_one_process("auto", 1, cores=2)  # 1 + 1: a core each
+    assert together_in_one_process("auto", 2, cores=2)  # 2 + 2 on 2 cores: one process
+    assert not together_in_one_process("auto", 2, cores=4)
+    assert together_in_one_process("together", 1, cores=8)
+    assert not together_in_one_process("per-shard", 4, cores=1)
+    with pytest.raises(ValueError, match="use one of per-shard, together, auto"):
+        together_in_one_process("one-each", 1)

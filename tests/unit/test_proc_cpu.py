@@ -51,3 +51,19 @@ def test_the_meter_reports_milliseconds_per_thousand_units_per_group() -> None:
     assert figures["nobody"] == 0
     assert figures["total"] == figures["me"]
     assert meter.per_thousand(0) == {}
+
+
+def test_cpu_outside_the_measured_processes_shows_as_others() -> None:
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        meter = CpuMeter()
+        meter.add("me", [os.getpid()])
+        meter.start()
+        time.sleep(0.5)  # the spinner burns a core meanwhile; this process sleeps
+        meter.stop()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert meter.others is not None and meter.others >= 0.3
+    figures = meter.per_thousand(1_000)
+    assert figures["others"] >= 300 > figures["me"]

@@ -174,6 +174,7 @@ class ClusterMode(StrEnum):
 class EngineProcesses(StrEnum):
     per_shard = "per-shard"
     together = "together"
+    auto = "auto"
 
 
 CLUSTER_HELP = (
@@ -215,9 +216,10 @@ def cluster(
     engines: Annotated[
         EngineProcesses,
         typer.Option(
-            help="One engine process per shard, or one hosting every shard (`investo engine --shards all`)."
+            help="One engine process per shard, one hosting every shard (`investo engine --shards all`), "
+            "or auto: together when the engine processes (two per shard count) would outnumber the cores."
         ),
-    ] = EngineProcesses.per_shard,
+    ] = EngineProcesses.auto,
     repeat: Annotated[
         int,
         typer.Option(
@@ -234,7 +236,6 @@ def cluster(
     ] = "postgresql://postgres@127.0.0.1:5432/test",
 ) -> None:
     counts = _numbers(shards, "--shards")
-    together = engines is EngineProcesses.together
     if mode is not ClusterMode.http:
         from investo.bench import cluster_bench
 
@@ -249,7 +250,7 @@ def cluster(
                 lines,
                 _numbers(rates or "5000,10000,20000", "--rates"),
                 seconds,
-                together,
+                engines.value,
             ):
                 for line in result.lines():
                     typer.echo(line)
@@ -262,7 +263,7 @@ def cluster(
         runs = []
         with _steps(repeat * len(counts) * (3 + len(offered))) as step:
             for run in cluster_http.run(
-                redis, postgres, counts, offered, seconds, users, connections, step, repeat, together
+                redis, postgres, counts, offered, seconds, users, connections, step, repeat, engines.value
             ):
                 runs.append(run)
                 for line in run.lines():

@@ -146,6 +146,25 @@ def deposits() -> list[Command]:
 # ---------------------------------------------------------------------- processes
 
 
+ENGINE_LAYOUTS = ("per-shard", "together", "auto")
+
+
+def together_in_one_process(layout: str, shards: int, cores: int | None = None) -> bool:
+    """Whether a cluster of ``shards`` matching and ``shards`` accounts shards hosts them in one
+    engine process (``investo engine --shards all``) rather than one process per shard.
+
+    ``per-shard`` and ``together`` say which; ``auto`` hosts them together when their own
+    processes (two per shard count) would outnumber the machine's ``cores`` (by default
+    ``os.cpu_count()``). Measured on 2 cores at 2,000 orders/s (BENCHMARKS.md): a 2 + 2
+    cluster's p99 about halved in one process, a 1 + 1 cluster's did not move.
+    """
+    if layout not in ENGINE_LAYOUTS:
+        raise ValueError(f"engine layout {layout!r}: use one of {', '.join(ENGINE_LAYOUTS)}")
+    if layout == "auto":
+        return 2 * shards > (cores or os.cpu_count() or 1)
+    return layout == "together"
+
+
 @contextlib.contextmanager
 def cluster_processes(
     redis_url: str,
@@ -533,11 +552,13 @@ def run(
     flow: Sequence[FlowLine],
     rates: Sequence[int],
     seconds: float,
-    engines_together: bool = False,
+    engines: str = "per-shard",
 ) -> Iterator[ClusterRun]:
+    """Each shard count's run in turn; ``engines`` is a layout of :func:`together_in_one_process`."""
     commands = flow_commands(flow)
     needed = int(sum(rates) * seconds)
     if len(commands) < needed:
         raise ValueError(f"the flow has {len(commands)} commands; the rates need {needed}")
     for shards in shard_counts:
-        yield asyncio.run(run_one(redis_url, admin_url, shards, commands, rates, seconds, engines_together))
+        together = together_in_one_process(engines, shards)
+        yield asyncio.run(run_one(redis_url, admin_url, shards, commands, rates, seconds, together))

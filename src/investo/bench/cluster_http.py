@@ -55,6 +55,7 @@ from investo.bench.cluster_bench import (
     cluster_processes,
     fresh_cluster,
     meter_processes,
+    together_in_one_process,
     until_committed,
 )
 from investo.bench.proc_cpu import CpuMeter
@@ -209,9 +210,10 @@ def run(
     connections: int = 64,
     step: Step = lambda _: None,
     repeat: int = 1,
-    engines_together: bool = False,
+    engines: str = "per-shard",
 ) -> Iterator[HttpRun]:
-    """Each shard count's run in turn (see the module docstring), the whole round ``repeat`` times.
+    """Each shard count's run in turn (see the module docstring), the whole round ``repeat`` times;
+    ``engines`` is a layout of :func:`~investo.bench.cluster_bench.together_in_one_process`.
 
     Rounds, not runs of one count back to back: a host that slows down part-way through
     slows every count alike.
@@ -222,10 +224,9 @@ def run(
         raise ValueError("repeat must be at least 1")
     for _ in range(repeat):
         for shards in shard_counts:
+            together = together_in_one_process(engines, shards)
             yield uvloop.run(
-                run_one(
-                    redis_url, admin_url, shards, rates, seconds, users, connections, step, engines_together
-                )
+                run_one(redis_url, admin_url, shards, rates, seconds, users, connections, step, together)
             )
 
 

@@ -5,6 +5,11 @@ a process that needs 40 ms of CPU per 1,000 commands needs it whatever else runs
 :class:`CpuMeter` takes a reading of named processes at two instants and reports the
 difference per 1,000 units of work.
 
+The meter also reads the whole machine's busy CPU (``/proc/stat``) and reports what the
+measured processes do not account for as ``others``: on a shared host, a burst of CPU in a
+process outside the benchmark (another job, a system service) is what a rare slow run
+has in common with its stalls, so a figure from such a run can be told apart.
+
 A reading costs one small file read per process. Where ``/proc`` is missing (not
 Linux) or a process is gone, its reading is ``None`` and it is left out of the figures.
 """
@@ -31,16 +36,34 @@ def cpu_seconds(pid: int) -> float | None:
     return (utime + stime) / _TICKS_PER_S
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all cores have been busy since boot (``/proc/stat``: all but idle and iowait).
+
+    Interrupt time counts: a process is charged for the interrupts served while it runs
+    (its system time), as ``/proc/stat`` counts them under irq and softirq instead.
+    """
+    try:
+        with open("/proc/stat", "rb") as handle:
+            first = handle.readline().split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICKS_PER_S
+
+
 @dataclass
 class CpuMeter:
     """CPU used by groups of processes between :meth:`start` and :meth:`stop`.
 
     A group is a label and its pids (a Postgres database's backends are one group);
     pids may be added to a group until :meth:`stop` (one that starts later counts from 0).
+    ``others`` is the CPU the whole machine was busy beyond the groups' (see the module).
     """
 
     groups: dict[str, set[int]] = field(default_factory=dict)
+    others: float | None = None
     _start: dict[int, float] = field(default_factory=dict)
+    _machine_start: float | None = None
     _used: dict[str, float] = field(default_factory=dict)
 
     def add(self, label: str, pids: Iterable[int]) -> None:
@@ -48,6 +71,7 @@ class CpuMeter:
 
     def start(self) -> None:
         self._start = {pid: s for pid in self._pids() if (s := cpu_seconds(pid)) is not None}
+        self._machine_start = machine_busy_seconds()
 
     def stop(self) -> None:
         self._used = {}
@@ -58,6 +82,9 @@ class CpuMeter:
                 if now is not None:
                     used += now - self._start.get(pid, 0.0)
             self._used[label] = used
+        machine_now = machine_busy_seconds()
+        if machine_now is not None and self._machine_start is not None:
+            self.others = max(machine_now - self._machine_start - sum(self._used.values()), 0.0)
 
     @property
     def used(self) -> Mapping[str, float]:
@@ -65,11 +92,13 @@ class CpuMeter:
         return self._used
 
     def per_thousand(self, units: int) -> dict[str, float]:
-        """CPU milliseconds per 1,000 units of work, per group (and ``total``)."""
+        """CPU milliseconds per 1,000 units of work, per group, ``total``, and ``others`` when known."""
         if units <= 0:
             return {}
         figures = {label: used * 1e6 / units for label, used in self._used.items()}
         figures["total"] = sum(self._used.values()) * 1e6 / units
+        if self.others is not None:
+            figures["others"] = self.others * 1e6 / units
         return figures
 
     def _pids(self) -> set[int]:
