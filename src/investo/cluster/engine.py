@@ -89,18 +89,20 @@ if done ~= tonumber(ARGV[1]) then
     return redis.error_reply('FENCED ' .. KEYS[1] .. ' is at ' .. done .. ', not ' .. ARGV[1])
 end
 local targets = (#KEYS - 2) / 2
+local lasts = {}
 for j = 1, targets do
     local last = tonumber(redis.call('GET', KEYS[2 * j + 2]) or '0')
     local top = redis.call('XREVRANGE', KEYS[2 * j + 1], '+', '-', 'COUNT', 1)
     if #top > 0 and tonumber(string.match(top[1][1], '^%d+')) > last then
         return redis.error_reply('the stream ' .. KEYS[2 * j + 1] .. ' holds offsets past its counter')
     end
+    lasts[j] = last
 end
 local a = 4
 for j = 1, targets do
     local count = tonumber(ARGV[a])
     a = a + 1
-    local last = tonumber(redis.call('GET', KEYS[2 * j + 2]) or '0')
+    local last = lasts[j]
     for i = 1, count do
         redis.call('XADD', KEYS[2 * j + 1], string.format('%d-0', last + i), 'p', ARGV[a])
         a = a + 1
