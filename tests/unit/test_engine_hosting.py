@@ -87,10 +87,12 @@ async def test_shards_side_by_side_end_when_told_to_stop() -> None:
     assert all(engine.stopped_cleanly for engine in steady)
 
 
-def test_the_benchmark_hosts_engines_together_when_they_would_outnumber_the_cores() -> None:
-    assert not together_in_one_process("auto", 1, cores=2)  # 1 + 1: a core each
-    assert together_in_one_process("auto", 2, cores=2)  # 2 + 2 on 2 cores: one process
-    assert not together_in_one_process("auto", 2, cores=4)
+def test_the_benchmark_hosts_engines_together_unless_they_leave_a_core_free() -> None:
+    assert together_in_one_process("auto", 1, cores=2)  # 1 + 1 would take both cores
+    assert together_in_one_process("auto", 2, cores=2)
+    assert together_in_one_process("auto", 2, cores=4)
+    assert not together_in_one_process("auto", 1, cores=4)  # a core each, two left over
+    assert not together_in_one_process("auto", 2, cores=8)
     assert together_in_one_process("together", 1, cores=8)
     assert not together_in_one_process("per-shard", 4, cores=1)
     with pytest.raises(ValueError, match="use one of per-shard, together, auto"):

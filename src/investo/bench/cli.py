@@ -217,7 +217,7 @@ def cluster(
         EngineProcesses,
         typer.Option(
             help="One engine process per shard, one hosting every shard (`investo engine --shards all`), "
-            "or auto: together when the engine processes (two per shard count) would outnumber the cores."
+            "or auto: together unless the cores outnumber the engine processes (two per shard count)."
         ),
     ] = EngineProcesses.auto,
     repeat: Annotated[
