@@ -7,8 +7,8 @@ difference per 1,000 units of work.
 
 The meter also reads the whole machine's busy CPU (``/proc/stat``) and reports what the
 measured processes do not account for as ``others``: on a shared host, a burst of CPU in a
-process outside the benchmark (another job, a system service) is what a rare slow run
-has in common with its stalls, so a figure from such a run can be told apart.
+process outside the benchmark (another job, a system service) can be what slowed a rare
+run, and ``others`` above zero tells such a run apart.
 
 A reading costs one small file read per process. Where ``/proc`` is missing (not
 Linux) or a process is gone, its reading is ``None`` and it is left out of the figures.

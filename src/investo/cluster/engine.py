@@ -73,12 +73,12 @@ ReplayProgress = Callable[[int, int], None]
 RETRY_S = 0.2  # between attempts while Redis is unreachable
 LOST_CHECK_S = 1.0  # an idle engine checks this often that Redis still holds what it published
 
-# KEYS: done, epoch, then (stream, next) per target log. ARGV: expected done, new done,
-# the epoch the engine loaded under, then per target: a count and that many payloads, then
-# the number of answers and that many (channel, message) pairs. Checks everything first
-# (the epoch, then done), so a refused call writes and sends nothing; appends with the
-# RedisLog layout (stream id "<offset>-0", field p), then publishes the answers (Redis
-# sends them after the script's writes are in the AOF).
+# KEYS: done, epoch, then (stream, next) per target log (each log once: its counter is read
+# once). ARGV: expected done, new done, the epoch the engine loaded under, then per target:
+# a count and that many payloads, then the number of answers and that many (channel,
+# message) pairs. Checks everything first (the epoch, then done), so a refused call writes
+# and sends nothing; appends with the RedisLog layout (stream id "<offset>-0", field p),
+# then publishes the answers (Redis sends them after the script's writes are in the AOF).
 _PUBLISH = """#!lua
 local epoch = redis.call('GET', KEYS[2]) or '0'
 if epoch ~= ARGV[3] then
