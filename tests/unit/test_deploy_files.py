@@ -1,9 +1,11 @@
-"""The deployment examples in deploy/ run only `investo` commands and options that exist.
+"""The deployment examples in deploy/ and the README name only `investo` commands and options that exist.
 
 Each command line of the Procfile, the systemd units and docker-compose.yml is parsed
 by the real command's click parser (``make_context``: unknown options, missing required
 ones and bad values fail), and the examples must start exactly one engine per shard of
-the shard counts their ``investo cluster init`` writes.
+the shard counts their ``investo cluster init`` writes. The README's command lines (in
+code blocks and inline code) hold placeholders (``FILE``, ``[--repeat 3]``), so of them
+only the command path and the option names are checked.
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ def _expand(token: str) -> str:
     return VARIABLE.sub(value, token)
 
 
-def _parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
-    """Parse ``investo`` arguments as the CLI does; return the command path and its parameters."""
+def _command(argv: list[str]) -> tuple[list[str], Any, list[str]]:
+    """The subcommand path ``argv`` names, its click command, and the arguments after the path."""
     command: Any = CLI
-    rest = [_expand(token) for token in argv]
+    rest = list(argv)
     path: list[str] = []
     while getattr(command, "commands", None) is not None:  # a group (click's, or typer's own)
         assert rest and not rest[0].startswith("-"), f"no subcommand in {argv}"
@@ -62,6 +64,12 @@ def _parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
         assert name in command.commands, f"`investo {' '.join([*path, name])}` does not exist ({argv})"
         path.append(name)
         command = command.commands[name]
+    return path, command, rest
+
+
+def _parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
+    """Parse ``investo`` arguments as the CLI does; return the command path and its parameters."""
+    path, command, rest = _command([_expand(token) for token in argv])
     try:
         ctx = command.make_context(f"investo {' '.join(path)}", rest)
     except Exception as error:  # a usage error: unknown option, missing one, bad value
@@ -198,3 +206,47 @@ def test_dockerfile_installs_the_repository_with_its_constraints() -> None:
             *sources, _ = line.split()[1:]
             assert all((ROOT / source).exists() for source in sources), line
     assert 'ENTRYPOINT ["investo"]' in lines
+
+
+# an ``investo`` command where a shell command starts, up to a comment or a shell operator
+README_COMMAND = re.compile(r"(?:^\s*|[;&|(]\s*)(?:\./)?investo\s+([^#&|;>]*)")
+
+
+def _readme_commands() -> list[tuple[int, str]]:
+    """``(line, arguments)`` of every ``investo`` command in the README's code blocks and inline code."""
+    found: list[tuple[int, str]] = []
+    in_block, command = False, ""
+    for number, line in enumerate((ROOT / "README.md").read_text().splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            in_block = not in_block
+        elif in_block:
+            command += line
+            if command.endswith("\\"):  # continued on the next line
+                command = command[:-1] + " "
+                continue
+            found += [(number, match.group(1)) for match in README_COMMAND.finditer(command)]
+            command = ""
+        else:
+            for span in re.findall(r"`([^`]+)`", line):
+                match = re.match(r"(?:\./)?investo\s+(.*)", span)
+                if match:
+                    found.append((number, match.group(1)))
+    return found
+
+
+def test_readme_names_only_commands_and_options_that_exist() -> None:
+    commands = _readme_commands()
+    assert len(commands) > 50, "the README's commands were not found"
+    for number, arguments in commands:
+        text = arguments.replace("[", " ").replace("]", " ")  # optional parts, as usage lines write them
+        try:
+            argv = shlex.split(text)
+        except ValueError:  # a quote that inline code leaves open
+            argv = text.split()
+        path, command, rest = _command(argv)
+        options = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+        for token in rest:
+            option = token.split("=")[0]
+            assert not option.startswith("--") or option in options | {"--help"}, (
+                f"README.md:{number}: `investo {' '.join(path)}` has no option {option}"
+            )
