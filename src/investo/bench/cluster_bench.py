@@ -330,11 +330,28 @@ class Driver:
         await self.client.aclose()
 
 
+def plan_rates(
+    driver: Driver, commands: Sequence[Command], rates: Sequence[int], seconds: float
+) -> list[tuple[int, list[Tick]]]:
+    """Every rate's ticks, encoded before any clock starts: ``rate × seconds`` commands each, in turn.
+
+    Commands are stamped as if each rate followed the one before it at once.
+    """
+    plans = []
+    offset = 0
+    ts = time.time_ns() // 1_000_000
+    for rate in rates:
+        chunk = commands[offset : offset + int(rate * seconds)]
+        offset += len(chunk)
+        plans.append((rate, driver.plan(chunk, rate, ts)))
+        ts += int(seconds * 1000)
+    return plans
+
+
 async def _open_loop(
-    driver: Driver, commands: Sequence[Command], rate: int, seconds: float, shards: int
+    driver: Driver, ticks: Sequence[Tick], rate: int, seconds: float, shards: int
 ) -> RateResult:
-    total = min(len(commands), int(rate * seconds))
-    ticks = driver.plan(commands[:total], rate, time.time_ns() // 1_000_000)
+    """Send planned ticks on their schedule; then wait (at most 30 s) for every answer."""
     start = time.perf_counter()
     answered_before = driver.answered
     first_latency = len(driver.latencies_ms)
@@ -343,7 +360,7 @@ async def _open_loop(
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         # every command of this tick is scheduled at its own instant within the tick
         await driver.send(tick, due - TICK_S / 2)
-    sent = total
+    sent = sum(len(tick.corrs) for tick in ticks)
     deadline = time.perf_counter() + 30
     while driver.sent_at and time.perf_counter() < deadline:
         await asyncio.sleep(0.01)
@@ -474,14 +491,13 @@ async def run_one(
                 await until_committed(watch)
                 await meter_processes(meter, processes, watch)
                 load = os.getloadavg()[0]
+                plans = plan_rates(driver, commands, rates, seconds)
+                offset = sum(len(tick.corrs) for _, ticks in plans for tick in ticks)
                 meter.start()
                 results = []
-                first = time.perf_counter()
-                offset = 0
-                for rate in rates:
-                    chunk = commands[offset : offset + int(rate * seconds)]
-                    offset += len(chunk)
-                    results.append(await _open_loop(driver, chunk, rate, seconds, shards))
+                first = time.perf_counter()  # the first tick goes now: encoding is behind us
+                for rate, ticks in plans:
+                    results.append(await _open_loop(driver, ticks, rate, seconds, shards))
                 last_answer = driver.last_answer
                 await until_committed(watch)
                 done = time.perf_counter()
