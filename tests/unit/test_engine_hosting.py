@@ -8,7 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from investo.bench.cluster_bench import together_in_one_process
+from investo.bench.cli import EngineProcesses
+from investo.bench.cluster_bench import ENGINE_LAYOUTS, together_in_one_process
 from investo.cli import app
 from investo.cluster.cli import _run_side_by_side, _shard_choice
 from investo.cluster.engine import Fenced
@@ -97,3 +98,8 @@ def test_the_benchmark_hosts_engines_together_unless_they_leave_a_core_free() ->
     assert not together_in_one_process("per-shard", 4, cores=1)
     with pytest.raises(ValueError, match="use one of per-shard, together, auto"):
         together_in_one_process("one-each", 1)
+
+
+def test_bench_cluster_offers_every_engine_layout_and_no_other() -> None:
+    # the CLI spells the layouts itself: importing the cluster bench would cost every `investo` command ~0.5 s
+    assert tuple(layout.value for layout in EngineProcesses) == ENGINE_LAYOUTS
