@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import asyncpg
 import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
 
 from investo.cluster import topology as topo
 from redis_fixtures import redis_namespace_url
@@ -34,3 +36,20 @@ async def configured_cluster() -> AsyncIterator[tuple[str, topo.Topology]]:
     """(cluster URL, topology) on the test Redis under a fresh namespace, deleted afterwards."""
     with redis_namespace_url() as url:
         yield url, await init_cluster(*topo.split_url(url))
+
+
+async def bench_leftovers(redis_url: str, postgres_admin_url: str) -> set[str]:
+    """The namespaces of `investo bench cluster` with keys in Redis and its databases in Postgres."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = client.scan_iter(match="investo-bench-*", count=1000)
+        namespaces = {key.decode().split(":", 1)[0] async for key in keys}
+    finally:
+        await client.aclose()
+    dsn = make_url(postgres_admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'investo_bench_%'")
+    finally:
+        await connection.close()
+    return namespaces | {row["datname"] for row in rows}

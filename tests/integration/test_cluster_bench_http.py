@@ -10,32 +10,12 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
-import redis.asyncio as aioredis
-from sqlalchemy.engine import make_url
-
+from cluster_fixtures import bench_leftovers
 from investo.bench import cluster_http
 from postgres_fixtures import POSTGRES_ADMIN_URL, require_postgres
 from redis_fixtures import HOST, PORT, require_redis
 
 REDIS = f"redis://{HOST}:{PORT}/0"
-
-
-async def _leftovers() -> set[str]:
-    """The bench namespaces with keys in Redis and the bench databases in Postgres."""
-    client = aioredis.Redis.from_url(REDIS)
-    try:
-        keys = client.scan_iter(match="investo-bench-*", count=1000)
-        namespaces = {key.decode().split(":", 1)[0] async for key in keys}
-    finally:
-        await client.aclose()
-    dsn = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
-    try:
-        rows = await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'investo_bench_%'")
-    finally:
-        await connection.close()
-    return namespaces | {row["datname"] for row in rows}
 
 
 def test_http_mode_answers_every_order_through_two_gateways_and_cleans_up() -> None:
@@ -69,4 +49,5 @@ def test_http_mode_answers_every_order_through_two_gateways_and_cleans_up() -> N
     lines = runs[0].lines()
     assert any("ok=100 errors=0" in line for line in lines)
     assert runs[0].namespace and runs[0].database
-    assert not {runs[0].namespace, runs[0].database} & asyncio.run(_leftovers())  # both gone
+    leftovers = asyncio.run(bench_leftovers(REDIS, POSTGRES_ADMIN_URL))
+    assert not {runs[0].namespace, runs[0].database} & leftovers  # both gone
