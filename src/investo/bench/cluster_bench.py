@@ -495,7 +495,7 @@ async def run_one(
                 offset = sum(len(tick.corrs) for _, ticks in plans for tick in ticks)
                 meter.start()
                 results = []
-                first = time.perf_counter()  # the first tick goes now: encoding is behind us
+                first = time.perf_counter()  # the clock starts with nothing left to encode
                 for rate, ticks in plans:
                     results.append(await _open_loop(driver, ticks, rate, seconds, shards))
                 last_answer = driver.last_answer
