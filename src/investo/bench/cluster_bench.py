@@ -492,12 +492,12 @@ async def run_one(
                 await meter_processes(meter, processes, watch)
                 load = os.getloadavg()[0]
                 plans = plan_rates(driver, commands, rates, seconds)
-                offset = sum(len(tick.corrs) for _, ticks in plans for tick in ticks)
                 meter.start()
                 results = []
                 first = time.perf_counter()  # the clock starts with nothing left to encode
                 for rate, ticks in plans:
                     results.append(await _open_loop(driver, ticks, rate, seconds, shards))
+                offset = sum(result.sent for result in results)
                 last_answer = driver.last_answer
                 await until_committed(watch)
                 done = time.perf_counter()
